@@ -1,0 +1,604 @@
+//! Stage 6: actions. The [`Backend`] trait and the dispatcher that feeds
+//! each backend batches of bans and unbans on its own thread.
+//!
+//! Receives [`Effect`](crate::ban::Effect)s turned into [`Request`]s by the
+//! daemon; sends nothing back except metrics and logs. A backend that fails
+//! is retried with backoff and its requests are kept: a ban decided is never
+//! silently dropped.
+//!
+//! # The `Backend` protocol
+//!
+//! - [`Backend::init`] is called once, before anything else, on the
+//!   backend's own thread. It may find objects a previous run left behind
+//!   (after a crash) and must adopt them rather than fail or duplicate.
+//! - [`Backend::start`] prepares a jail's objects for one address family
+//!   (chain, set, table). It is called lazily before the first ban of that
+//!   (jail, family) and must be idempotent.
+//! - [`Backend::apply`] applies a batch, which may mix jails, families,
+//!   bans and unbans, in order. Each element is idempotent: banning a banned
+//!   address or unbanning an absent one succeeds. On `Err` the whole batch is
+//!   retried later, so partial application must be safe to repeat.
+//! - [`Backend::stop`] removes what `start` created, for one (jail, family).
+//!   It is called at shutdown for every pair started, and when a reload
+//!   removes a jail.
+//! - Every address reaching a backend is an [`IpAddr`]; backends run
+//!   commands as argv vectors, never through a shell.
+
+pub mod log;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::ban::Ban;
+use crate::config::services::{PortSpec, Protocol};
+use crate::filter::NamedOptions;
+use crate::jail::JailName;
+use crate::telemetry::{Metrics, RateLimiter};
+
+/// The backends banstream knows by name.
+pub const KNOWN: &[&str] = &[
+    "log",
+    "nftables",
+    "iptables-multiport",
+    "iptables-allports",
+    "iptables-ipset",
+    "ufw",
+];
+
+/// Address family of a ban.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl Family {
+    /// The family of an address.
+    pub fn of(ip: IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+/// Values an action inherits from its jail.
+#[derive(Clone, Debug)]
+pub struct ActionDefaults {
+    /// The jail.
+    pub jail: JailName,
+    /// The jail's ports.
+    pub ports: PortSpec,
+    /// The jail's protocol.
+    pub protocol: Protocol,
+    /// The jail's `chain`.
+    pub chain: String,
+    /// The jail's `blocktype`.
+    pub blocktype: String,
+}
+
+/// One action of one jail, with its parameters resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JailAction {
+    /// The jail it belongs to.
+    pub jail: JailName,
+    /// Backend name (one of [`KNOWN`]).
+    pub kind: String,
+    /// Base name of the firewall objects (fail2ban's `name=`; default the jail's name).
+    pub name: String,
+    /// Ports covered.
+    pub ports: PortSpec,
+    /// Protocol covered.
+    pub protocol: Protocol,
+    /// iptables chain jumped from.
+    pub chain: String,
+    /// REJECT, DROP, ...
+    pub blocktype: String,
+    /// Any other options given in brackets.
+    pub options: BTreeMap<String, String>,
+}
+
+impl JailAction {
+    /// Resolves an action reference (`iptables-multiport[name=Named, port=53, protocol=udp]`)
+    /// over the jail's defaults.
+    pub fn resolve(r: &NamedOptions, d: &ActionDefaults) -> Result<JailAction, String> {
+        let kind = r.name.trim().to_string();
+        if !KNOWN.contains(&kind.as_str()) {
+            return Err(format!(
+                "unknown action {kind:?} (known: {})",
+                KNOWN.join(", ")
+            ));
+        }
+        let mut a = JailAction {
+            jail: d.jail.clone(),
+            kind,
+            name: d.jail.to_string(),
+            ports: d.ports.clone(),
+            protocol: d.protocol,
+            chain: d.chain.clone(),
+            blocktype: d.blocktype.clone(),
+            options: BTreeMap::new(),
+        };
+        if a.kind == "iptables-allports" {
+            a.ports = PortSpec::All;
+        }
+        for (k, v) in &r.options {
+            match k.as_str() {
+                "name" => {
+                    JailName::new(v).map_err(|e| format!("action name= {e}"))?;
+                    a.name = v.clone();
+                }
+                "port" => a.ports = PortSpec::parse(v).map_err(|e| e.to_string())?,
+                "protocol" => {
+                    a.protocol = Protocol::parse(v)
+                        .ok_or_else(|| format!("protocol {v:?} must be tcp, udp or all"))?
+                }
+                "chain" => a.chain = v.clone(),
+                "blocktype" => a.blocktype = v.clone(),
+                _ => {
+                    a.options.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        if !a
+            .chain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(format!(
+                "chain {:?} must be letters, digits, '_' or '-'",
+                a.chain
+            ));
+        }
+        if !a
+            .blocktype
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b' ')
+        {
+            return Err(format!(
+                "blocktype {:?} has characters a firewall rule cannot take",
+                a.blocktype
+            ));
+        }
+        Ok(a)
+    }
+
+    /// A `log` action for a jail (dry-run).
+    pub fn log(jail: &JailName) -> JailAction {
+        JailAction {
+            jail: jail.clone(),
+            kind: "log".into(),
+            name: jail.to_string(),
+            ports: PortSpec::All,
+            protocol: Protocol::All,
+            chain: "INPUT".into(),
+            blocktype: "REJECT".into(),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// Ban or unban.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Block the address.
+    Ban,
+    /// Unblock it.
+    Unban,
+}
+
+/// One unit of work for a backend.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// Ban or unban.
+    pub op: Op,
+    /// Which jail action.
+    pub action: Arc<JailAction>,
+    /// The ban (address, times).
+    pub ban: Arc<Ban>,
+    /// When the triggering message arrived; the latency histogram is
+    /// observed when this request is applied.
+    pub received: Option<Instant>,
+}
+
+/// A backend failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{backend}: {message}")]
+pub struct ActionError {
+    /// Backend name.
+    pub backend: String,
+    /// What failed (command and output).
+    pub message: String,
+}
+
+/// A firewall (or other) backend. See the module docs for the protocol.
+pub trait Backend: Send {
+    /// The backend's name.
+    fn kind(&self) -> &'static str;
+    /// Called once before anything else; adopt leftovers of a crashed run.
+    fn init(&mut self) -> Result<(), ActionError> {
+        Ok(())
+    }
+    /// Create a jail's objects for a family. Idempotent.
+    fn start(&mut self, action: &JailAction, family: Family) -> Result<(), ActionError>;
+    /// Apply a batch in order. Idempotent per element.
+    fn apply(&mut self, batch: &[Request]) -> Result<(), ActionError>;
+    /// Remove a jail's objects for a family.
+    fn stop(&mut self, action: &JailAction, family: Family) -> Result<(), ActionError>;
+}
+
+/// Makes a backend for a kind name.
+pub type Factory = Arc<dyn Fn(&str) -> Result<Box<dyn Backend>, ActionError> + Send + Sync>;
+
+/// The factory for the backends built into banstream.
+pub fn default_factory() -> Factory {
+    Arc::new(|kind: &str| -> Result<Box<dyn Backend>, ActionError> {
+        match kind {
+            "log" => Ok(Box::new(log::LogBackend)),
+            other => Err(ActionError {
+                backend: other.to_string(),
+                message: "this backend is not available in this build; use --dry-run or banaction = \"log\"".into(),
+            }),
+        }
+    })
+}
+
+enum Msg {
+    Work(Request),
+    /// Stop a jail's objects (reload removed the jail); the bans were
+    /// already unbanned by requests queued before this.
+    StopJail(Arc<JailAction>),
+}
+
+/// Largest batch handed to a backend at once.
+const MAX_BATCH: usize = 10_000;
+/// First retry delay; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest retry delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Runs one thread per backend kind and routes requests to them.
+pub struct Dispatcher {
+    workers: HashMap<String, (mpsc::Sender<Msg>, JoinHandle<()>)>,
+    factory: Factory,
+    metrics: Metrics,
+}
+
+impl Dispatcher {
+    /// A dispatcher using `factory` to build backends as kinds are first used.
+    pub fn new(factory: Factory, metrics: Metrics) -> Dispatcher {
+        Dispatcher {
+            workers: HashMap::new(),
+            factory,
+            metrics,
+        }
+    }
+
+    /// Builds and initialises the backend for `kind` now (so start-up fails
+    /// loudly on a broken firewall rather than at the first ban).
+    pub fn ensure(&mut self, kind: &str) -> Result<(), ActionError> {
+        if self.workers.contains_key(kind) {
+            return Ok(());
+        }
+        let mut backend = (self.factory)(kind)?;
+        backend.init()?;
+        let (tx, rx) = mpsc::channel();
+        let metrics = self.metrics.clone();
+        let name = kind.to_string();
+        let handle = std::thread::Builder::new()
+            .name(format!("action-{kind}"))
+            .spawn(move || worker(backend, rx, metrics))
+            .map_err(|e| ActionError {
+                backend: name.clone(),
+                message: format!("cannot start worker thread: {e}"),
+            })?;
+        self.workers.insert(kind.to_string(), (tx, handle));
+        Ok(())
+    }
+
+    /// Queues a request. Never blocks.
+    pub fn submit(&mut self, req: Request) {
+        let kind = req.action.kind.clone();
+        if let Err(e) = self.ensure(&kind) {
+            self.metrics
+                .action_errors
+                .with_label_values(&[req.action.jail.as_str(), &kind])
+                .inc();
+            tracing::error!(jail = %req.action.jail, action = %kind, ip = %req.ban.ip, "cannot run action: {e}");
+            return;
+        }
+        if let Some((tx, _)) = self.workers.get(&kind) {
+            let _ = tx.send(Msg::Work(req));
+        }
+    }
+
+    /// Asks the backend to remove a jail's objects (after its bans were lifted).
+    pub fn stop_jail(&mut self, action: Arc<JailAction>) {
+        if let Some((tx, _)) = self.workers.get(&action.kind) {
+            let _ = tx.send(Msg::StopJail(action));
+        }
+    }
+
+    /// Closes every queue, lets each worker apply what it has, stop every
+    /// jail it started, and exit. Blocks until they are done.
+    pub fn shutdown(self) {
+        let handles: Vec<JoinHandle<()>> = self
+            .workers
+            .into_values()
+            .map(|(tx, h)| {
+                drop(tx);
+                h
+            })
+            .collect();
+        for h in handles {
+            if h.join().is_err() {
+                tracing::error!("an action worker panicked during shutdown");
+            }
+        }
+    }
+}
+
+fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metrics) {
+    let kind = backend.kind();
+    let limiter = RateLimiter::default();
+    let mut started: HashSet<(String, Family)> = HashSet::new();
+    let mut started_actions: HashMap<(String, Family), Arc<JailAction>> = HashMap::new();
+    let mut pending: Vec<Request> = Vec::new();
+    let mut backoff = FIRST_BACKOFF;
+    let mut open = true;
+    while open || !pending.is_empty() {
+        // Wait for work (or for the retry delay when a batch is pending).
+        let first = if pending.is_empty() {
+            match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    open = false;
+                    None
+                }
+            }
+        } else if open {
+            match rx.recv_timeout(backoff) {
+                Ok(m) => Some(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    None
+                }
+            }
+        } else {
+            // Shutting down with a failing backend: a last bounded retry.
+            std::thread::sleep(backoff.min(Duration::from_secs(1)));
+            None
+        };
+        let mut stops = Vec::new();
+        let mut take = |m: Msg, pending: &mut Vec<Request>| match m {
+            Msg::Work(r) => pending.push(r),
+            Msg::StopJail(a) => stops.push(a),
+        };
+        if let Some(m) = first {
+            take(m, &mut pending);
+        }
+        while pending.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => take(m, &mut pending),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if !pending.is_empty() {
+            match run_batch(&mut *backend, &pending, &mut started, &mut started_actions) {
+                Ok(()) => {
+                    let now = Instant::now();
+                    for r in pending.drain(..) {
+                        if let (Op::Ban, Some(t)) = (r.op, r.received) {
+                            metrics
+                                .ban_latency
+                                .observe(now.duration_since(t).as_secs_f64());
+                        }
+                    }
+                    backoff = FIRST_BACKOFF;
+                }
+                Err(e) => {
+                    let mut jails: Vec<&str> =
+                        pending.iter().map(|r| r.action.jail.as_str()).collect();
+                    jails.sort_unstable();
+                    jails.dedup();
+                    for j in &jails {
+                        metrics.action_errors.with_label_values(&[j, kind]).inc();
+                    }
+                    if let Some(suppressed) = limiter.check("action_failed") {
+                        tracing::error!(
+                            action = kind,
+                            pending = pending.len(),
+                            retry_in_ms = backoff.as_millis() as u64,
+                            suppressed,
+                            "action failed, will retry: {e}"
+                        );
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    if !open && backoff >= MAX_BACKOFF {
+                        tracing::error!(action = kind, lost = pending.len(), "giving up at shutdown; the store still holds these bans and the next start re-applies them");
+                        pending.clear();
+                    }
+                }
+            }
+        }
+        for a in stops {
+            for fam in [Family::V4, Family::V6] {
+                let key = (a.jail.to_string(), fam);
+                if started.remove(&key) {
+                    started_actions.remove(&key);
+                    if let Err(e) = backend.stop(&a, fam) {
+                        tracing::error!(action = kind, jail = %a.jail, "stop failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+    let mut keys: Vec<_> = started_actions.into_iter().collect();
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    for ((_, fam), a) in keys {
+        if let Err(e) = backend.stop(&a, fam) {
+            metrics
+                .action_errors
+                .with_label_values(&[a.jail.as_str(), kind])
+                .inc();
+            tracing::error!(action = kind, jail = %a.jail, "stop failed: {e}");
+        }
+    }
+}
+
+fn run_batch(
+    backend: &mut dyn Backend,
+    batch: &[Request],
+    started: &mut HashSet<(String, Family)>,
+    started_actions: &mut HashMap<(String, Family), Arc<JailAction>>,
+) -> Result<(), ActionError> {
+    for r in batch {
+        let key = (r.action.jail.to_string(), Family::of(r.ban.ip));
+        if r.op == Op::Ban && !started.contains(&key) {
+            backend.start(&r.action, key.1)?;
+            started.insert(key.clone());
+            started_actions.insert(key, r.action.clone());
+        }
+    }
+    backend.apply(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ban::BanOrigin;
+    use crate::config::TimeSpec;
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+
+    #[derive(Default)]
+    struct Recorder {
+        log: Arc<Mutex<Vec<String>>>,
+        fail_first: Arc<Mutex<u32>>,
+    }
+
+    impl Backend for Recorder {
+        fn kind(&self) -> &'static str {
+            "rec"
+        }
+        fn start(&mut self, a: &JailAction, f: Family) -> Result<(), ActionError> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("start {} {:?}", a.jail, f));
+            Ok(())
+        }
+        fn apply(&mut self, batch: &[Request]) -> Result<(), ActionError> {
+            let mut left = self.fail_first.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err(ActionError {
+                    backend: "rec".into(),
+                    message: "boom".into(),
+                });
+            }
+            for r in batch {
+                self.log
+                    .lock()
+                    .unwrap()
+                    .push(format!("{:?} {}", r.op, r.ban.ip));
+            }
+            Ok(())
+        }
+        fn stop(&mut self, a: &JailAction, f: Family) -> Result<(), ActionError> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("stop {} {:?}", a.jail, f));
+            Ok(())
+        }
+    }
+
+    fn request(op: Op, ip: &str) -> Request {
+        let jail = JailName::new("sshd").unwrap();
+        let mut action = JailAction::log(&jail);
+        action.kind = "rec".into();
+        Request {
+            op,
+            action: Arc::new(action),
+            ban: Arc::new(Ban {
+                jail,
+                ip: ip.parse().unwrap(),
+                start: SystemTime::now(),
+                bantime: TimeSpec::Forever,
+                expires: None,
+                failures: 1,
+                ban_count: 1,
+                origin: BanOrigin::Manual,
+            }),
+            received: Some(Instant::now()),
+        }
+    }
+
+    #[test]
+    fn failures_are_retried_not_lost_and_stop_runs_at_shutdown() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let fail = Arc::new(Mutex::new(2));
+        let (l2, f2) = (log.clone(), fail.clone());
+        let factory: Factory = Arc::new(move |_k: &str| -> Result<Box<dyn Backend>, ActionError> {
+            Ok(Box::new(Recorder {
+                log: l2.clone(),
+                fail_first: f2.clone(),
+            }))
+        });
+        let metrics = Metrics::new();
+        let mut d = Dispatcher::new(factory, metrics.clone());
+        d.submit(request(Op::Ban, "192.0.2.1"));
+        d.submit(request(Op::Ban, "2001:db8::1"));
+        d.shutdown();
+        let log = log.lock().unwrap().clone();
+        assert!(log.contains(&"Ban 192.0.2.1".to_string()), "{log:?}");
+        assert!(log.contains(&"Ban 2001:db8::1".to_string()), "{log:?}");
+        assert!(log.contains(&"stop sshd V4".to_string()), "{log:?}");
+        assert!(log.contains(&"stop sshd V6".to_string()), "{log:?}");
+        assert!(
+            metrics
+                .action_errors
+                .with_label_values(&["sshd", "rec"])
+                .get()
+                >= 1
+        );
+        assert_eq!(metrics.ban_latency.get_sample_count(), 2);
+    }
+
+    #[test]
+    fn resolve_keeps_fail2ban_parameters() {
+        let d = ActionDefaults {
+            jail: JailName::new("named-refused-udp").unwrap(),
+            ports: PortSpec::parse("domain,953").unwrap(),
+            protocol: Protocol::Udp,
+            chain: "INPUT".into(),
+            blocktype: "REJECT".into(),
+        };
+        let a = JailAction::resolve(
+            &NamedOptions::parse("iptables-multiport[name=Named, port=53, protocol=udp]").unwrap(),
+            &d,
+        )
+        .unwrap();
+        assert_eq!(a.name, "Named");
+        assert_eq!(a.ports.to_string(), "53");
+        let err = JailAction::resolve(
+            &NamedOptions::parse("iptables-multiport[chain=\"INPUT; rm\"]").unwrap(),
+            &d,
+        )
+        .unwrap_err();
+        assert!(err.contains("chain"));
+        assert!(JailAction::resolve(&NamedOptions::parse("nope").unwrap(), &d).is_err());
+    }
+}

@@ -1,0 +1,688 @@
+//! Raw configuration → runtime [`Settings`]: defaults applied, paths
+//! resolved, filters compiled, ports resolved, ignore lists built. Every
+//! problem is collected so `check` can list them all at once.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::paths;
+use super::raw::{RawInet, RawJail, RawMultipliers, RawUnix};
+use super::services::{PortSpec, Protocol};
+use super::timespec::TimeSpec;
+use super::{ConfigError, Loaded};
+use crate::action::{self, JailAction};
+use crate::ban::policy::BanTimePolicy;
+use crate::filter::{self, Filter, NamedOptions};
+use crate::jail::ignore::IgnoreList;
+use crate::jail::JailName;
+
+/// An inet listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InetListener {
+    /// Bind address.
+    pub addr: SocketAddr,
+    /// Peers allowed to send.
+    pub allow: Vec<IpNet>,
+}
+
+/// A unix listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnixListener {
+    /// Socket path.
+    pub path: PathBuf,
+    /// Permission bits.
+    pub mode: u32,
+    /// Allowed sender uids (empty: any).
+    pub allow_uids: Vec<u32>,
+}
+
+/// `[listen]`, resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListenSettings {
+    /// UDP listeners.
+    pub udp: Vec<InetListener>,
+    /// TCP listeners.
+    pub tcp: Vec<InetListener>,
+    /// Unix datagram listeners.
+    pub unix: Vec<UnixListener>,
+    /// Unix stream listeners.
+    pub unix_stream: Vec<UnixListener>,
+    /// Largest frame in bytes.
+    pub max_frame: usize,
+    /// Most stream connections per listener.
+    pub max_connections: usize,
+    /// Idle stream connections are closed after this.
+    pub idle_timeout: Duration,
+    /// SO_RCVBUF for datagram sockets.
+    pub recv_buffer: usize,
+    /// Frame queue capacity.
+    pub queue: usize,
+}
+
+/// What a jail matches on.
+#[derive(Clone, Debug)]
+pub enum JailKind {
+    /// A regex filter over routed messages.
+    Filter(Arc<Filter>),
+    /// Fed by banstream's own bans in other jails.
+    Recidive,
+}
+
+/// One jail, ready to run.
+#[derive(Clone, Debug)]
+pub struct JailSettings {
+    /// Its name.
+    pub name: JailName,
+    /// Whether it runs.
+    pub enabled: bool,
+    /// The filter reference as written (`sshd[mode=aggressive]`).
+    pub filter_ref: String,
+    /// Filter or recidive.
+    pub kind: JailKind,
+    /// Programs routed to it.
+    pub programs: Vec<String>,
+    /// Failures that trigger a ban.
+    pub maxretry: u32,
+    /// The window.
+    pub findtime: Duration,
+    /// Ban time and growth.
+    pub policy: BanTimePolicy,
+    /// Never-ban list.
+    pub ignore: IgnoreList,
+    /// Ports the ban covers.
+    pub ports: PortSpec,
+    /// Protocol the ban covers.
+    pub protocol: Protocol,
+    /// The actions run on ban/unban.
+    pub actions: Vec<Arc<JailAction>>,
+    /// IPv6 counting prefix.
+    pub ipv6_prefix: u8,
+    /// Tracked-address cap.
+    pub max_tracked: usize,
+    /// Allowed unix sender uids (empty: any).
+    pub uids: Vec<u32>,
+}
+
+/// The whole resolved configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Listeners and their limits.
+    pub listen: ListenSettings,
+    /// HTTP address, if enabled.
+    pub http: Option<SocketAddr>,
+    /// Control socket path.
+    pub control_socket: PathBuf,
+    /// Database file.
+    pub database: PathBuf,
+    /// History purge age.
+    pub dbpurgeage: Duration,
+    /// Runtime directory (sockets).
+    pub runtime_dir: PathBuf,
+    /// State directory (database).
+    pub state_dir: PathBuf,
+    /// Log level / filter.
+    pub log_level: String,
+    /// Jails in name order (disabled ones included, `enabled = false`).
+    pub jails: Vec<JailSettings>,
+    /// The fail2ban tree to load, if any.
+    pub fail2ban_dir: Option<PathBuf>,
+    /// Non-fatal findings for `check`.
+    pub warnings: Vec<String>,
+    /// Files the configuration came from.
+    pub sources: Vec<String>,
+}
+
+impl Settings {
+    /// The enabled jails.
+    pub fn enabled_jails(&self) -> impl Iterator<Item = &JailSettings> {
+        self.jails.iter().filter(|j| j.enabled)
+    }
+
+    /// Replaces every action with `log` (`run --dry-run`).
+    pub fn force_dry_run(&mut self) {
+        for j in &mut self.jails {
+            j.actions = vec![Arc::new(JailAction::log(&j.name))];
+        }
+    }
+}
+
+const DEFAULT_MAX_FRAME: usize = 8192;
+const DEFAULT_MAX_CONNECTIONS: usize = 256;
+const DEFAULT_IDLE: Duration = Duration::from_secs(300);
+const DEFAULT_RECV_BUFFER: usize = 8 << 20;
+const DEFAULT_QUEUE: usize = 65536;
+const DEFAULT_MAX_TRACKED: usize = 100_000;
+
+struct Ctx {
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+}
+
+impl Ctx {
+    fn err(&mut self, origin: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::Invalid {
+            origin: origin.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn loopback() -> Vec<IpNet> {
+    vec![
+        "127.0.0.0/8".parse().expect("constant network"),
+        "::1/128".parse().expect("constant network"),
+    ]
+}
+
+fn inet(ctx: &mut Ctx, kind: &str, raw: &[RawInet]) -> Vec<InetListener> {
+    let mut out = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let origin = format!("listen.{kind}[{i}]");
+        let (addr, allow) = match r {
+            RawInet::Addr(a) => (a, None),
+            RawInet::Full { address, allow } => (address, allow.as_ref()),
+        };
+        let addr: SocketAddr = match addr.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                ctx.err(
+                    origin,
+                    format!("{addr:?} is not an address:port (IPv6 as [::1]:5514)"),
+                );
+                continue;
+            }
+        };
+        let allow = match allow {
+            None => {
+                if !addr.ip().is_loopback() {
+                    ctx.warnings.push(format!(
+                        "{origin} ({addr}) listens beyond loopback but has no allow list: only loopback peers are accepted; set allow = [\"10.0.0.0/8\", ...]"
+                    ));
+                }
+                loopback()
+            }
+            Some(list) => {
+                let mut nets = Vec::new();
+                for a in list {
+                    match crate::addr::parse_net(a) {
+                        Some(n) => nets.push(n),
+                        None => ctx.err(
+                            &origin,
+                            format!("allow entry {a:?} is not an address or CIDR"),
+                        ),
+                    }
+                }
+                if !addr.ip().is_loopback() && nets.iter().any(|n| n.prefix_len() == 0) {
+                    ctx.warnings.push(format!(
+                        "{origin} ({addr}) accepts syslog from any address: anyone who can reach it can claim to be sshd"
+                    ));
+                }
+                nets
+            }
+        };
+        out.push(InetListener { addr, allow });
+    }
+    out
+}
+
+fn unix(
+    ctx: &mut Ctx,
+    kind: &str,
+    raw: &[RawUnix],
+    runtime: &Path,
+    default_mode: u32,
+) -> Vec<UnixListener> {
+    let mut out = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let origin = format!("listen.{kind}[{i}]");
+        let (path, mode, uids) = match r {
+            RawUnix::Path(p) => (p, None, None),
+            RawUnix::Full {
+                path,
+                mode,
+                allow_uids,
+            } => (path, mode.as_deref(), allow_uids.clone()),
+        };
+        let mode = match mode {
+            None => default_mode,
+            Some(m) => match u32::from_str_radix(m.trim_start_matches("0o"), 8) {
+                Ok(v) if v <= 0o777 => v,
+                _ => {
+                    ctx.err(
+                        origin,
+                        format!("mode {m:?} is not octal permission bits like \"0660\""),
+                    );
+                    continue;
+                }
+            },
+        };
+        out.push(UnixListener {
+            path: paths::under(runtime, path),
+            mode,
+            allow_uids: uids.unwrap_or_default(),
+        });
+    }
+    out
+}
+
+/// Merges a jail over the defaults: the jail's value wins where set.
+fn merge(defaults: &RawJail, jail: &RawJail) -> RawJail {
+    macro_rules! pick {
+        ($($f:ident),*) => { RawJail { $($f: jail.$f.clone().or_else(|| defaults.$f.clone()),)* } };
+    }
+    pick!(
+        enabled,
+        filter,
+        programs,
+        mode,
+        maxretry,
+        findtime,
+        bantime,
+        bantime_increment,
+        bantime_factor,
+        bantime_multipliers,
+        bantime_maxtime,
+        bantime_rndtime,
+        bantime_overalljails,
+        ignoreip,
+        ignoreself,
+        port,
+        protocol,
+        banaction,
+        action,
+        chain,
+        blocktype,
+        ipv6_prefix,
+        max_tracked,
+        uids,
+        logpath,
+        backend,
+        logencoding
+    )
+}
+
+fn multipliers(ctx: &mut Ctx, origin: &str, m: &Option<RawMultipliers>) -> Vec<f64> {
+    match m {
+        None => Vec::new(),
+        Some(RawMultipliers::List(l)) => l.clone(),
+        Some(RawMultipliers::Text(t)) => {
+            let mut out = Vec::new();
+            for w in t.split_whitespace() {
+                match w.parse::<f64>() {
+                    Ok(v) if v >= 0.0 => out.push(v),
+                    _ => ctx.err(
+                        origin,
+                        format!("bantime.multipliers: {w:?} is not a number"),
+                    ),
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Resolves one jail. `raw` is already merged over `[defaults]`.
+pub fn resolve_jail(
+    name: &str,
+    raw: &RawJail,
+    filter_dirs: &[PathBuf],
+    own: &Arc<Vec<IpAddr>>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<JailSettings> {
+    let mut ctx = Ctx {
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let j = resolve_jail_ctx(&mut ctx, name, raw, filter_dirs, own);
+    errors.append(&mut ctx.errors);
+    j
+}
+
+fn resolve_jail_ctx(
+    ctx: &mut Ctx,
+    name: &str,
+    raw: &RawJail,
+    filter_dirs: &[PathBuf],
+    own: &Arc<Vec<IpAddr>>,
+) -> Option<JailSettings> {
+    let origin = format!("jail.{name}");
+    let jname = match JailName::new(name) {
+        Ok(n) => n,
+        Err(e) => {
+            ctx.err(&origin, e);
+            return None;
+        }
+    };
+    let enabled = raw.enabled.unwrap_or(true);
+    let filter_ref = raw.filter.clone().unwrap_or_else(|| name.to_string());
+    let mut fref = match NamedOptions::parse(&filter_ref) {
+        Ok(f) => f,
+        Err(e) => {
+            ctx.err(format!("{origin}.filter"), e.to_string());
+            return None;
+        }
+    };
+    if let Some(mode) = &raw.mode {
+        fref.options
+            .entry("mode".into())
+            .or_insert_with(|| mode.clone());
+    }
+    let kind = if fref.name == "recidive" {
+        JailKind::Recidive
+    } else {
+        match filter::builtin::load(&fref, filter_dirs) {
+            Ok(f) => JailKind::Filter(Arc::new(f)),
+            Err(e) => {
+                ctx.err(format!("{origin}.filter"), e.to_string());
+                return None;
+            }
+        }
+    };
+    let programs = match (&raw.programs, &kind) {
+        (Some(p), _) => p.clone(),
+        (None, JailKind::Filter(f)) => f.programs().to_vec(),
+        (None, JailKind::Recidive) => Vec::new(),
+    };
+    if matches!(kind, JailKind::Filter(_)) && programs.is_empty() && enabled {
+        ctx.warnings.push(format!(
+            "{origin}: filter {filter_ref:?} is not anchored to a program, so any program's line can trigger it (set programs = [...])"
+        ));
+    }
+    let maxretry = raw.maxretry.unwrap_or(5);
+    if maxretry == 0 {
+        ctx.err(format!("{origin}.maxretry"), "must be at least 1");
+    }
+    let findtime = match raw
+        .findtime
+        .unwrap_or(TimeSpec::Finite(Duration::from_secs(600)))
+    {
+        TimeSpec::Finite(d) => d,
+        TimeSpec::Forever => {
+            ctx.err(format!("{origin}.findtime"), "cannot be forever");
+            Duration::from_secs(600)
+        }
+    };
+    let policy = BanTimePolicy {
+        bantime: raw
+            .bantime
+            .unwrap_or(TimeSpec::Finite(Duration::from_secs(600))),
+        increment: raw.bantime_increment.unwrap_or(false),
+        factor: raw.bantime_factor.unwrap_or(1.0),
+        multipliers: multipliers(ctx, &origin, &raw.bantime_multipliers),
+        maxtime: raw.bantime_maxtime.and_then(TimeSpec::finite),
+        rndtime: raw.bantime_rndtime.and_then(TimeSpec::finite),
+        overalljails: raw.bantime_overalljails.unwrap_or(false),
+    };
+    if !(policy.factor.is_finite() && policy.factor > 0.0) {
+        ctx.err(
+            format!("{origin}.bantime.factor"),
+            "must be a positive number",
+        );
+    }
+    let ignoreself = raw.ignoreself.unwrap_or(true);
+    if !ignoreself && enabled {
+        ctx.warnings.push(format!(
+            "{origin}: ignoreself = false: this host's own addresses can be banned"
+        ));
+    }
+    let ignore = match IgnoreList::new(
+        raw.ignoreip.as_deref().unwrap_or(&[]),
+        ignoreself.then(|| own.clone()),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            ctx.err(format!("{origin}.ignoreip"), e.to_string());
+            IgnoreList::default()
+        }
+    };
+    let port_text = raw.port.as_ref().map(|p| p.as_text()).unwrap_or_default();
+    let ports = match PortSpec::parse(&port_text) {
+        Ok(p) => p,
+        Err(e) => {
+            ctx.err(format!("{origin}.port"), e.to_string());
+            PortSpec::All
+        }
+    };
+    let protocol = match Protocol::parse(raw.protocol.as_deref().unwrap_or("tcp")) {
+        Some(p) => p,
+        None => {
+            ctx.err(format!("{origin}.protocol"), "must be tcp, udp or all");
+            Protocol::Tcp
+        }
+    };
+    let defaults = action::ActionDefaults {
+        jail: jname.clone(),
+        ports: ports.clone(),
+        protocol,
+        chain: raw.chain.clone().unwrap_or_else(|| "INPUT".into()),
+        blocktype: raw.blocktype.clone().unwrap_or_else(|| "REJECT".into()),
+    };
+    let refs: Vec<String> = match &raw.action {
+        Some(list) if !list.is_empty() => list.clone(),
+        _ => vec![raw.banaction.clone().unwrap_or_else(|| "nftables".into())],
+    };
+    let mut actions = Vec::new();
+    for r in &refs {
+        match NamedOptions::parse(r)
+            .map_err(|e| e.to_string())
+            .and_then(|n| JailAction::resolve(&n, &defaults))
+        {
+            Ok(a) => actions.push(Arc::new(a)),
+            Err(e) => ctx.err(format!("{origin}.action"), e),
+        }
+    }
+    let ipv6_prefix = raw.ipv6_prefix.unwrap_or(128);
+    if ipv6_prefix == 0 || ipv6_prefix > 128 {
+        ctx.err(format!("{origin}.ipv6_prefix"), "must be 1..=128");
+    }
+    let max_tracked = raw.max_tracked.unwrap_or(DEFAULT_MAX_TRACKED).max(1);
+    if raw.logpath.is_some() || raw.backend.is_some() || raw.logencoding.is_some() {
+        tracing::debug!(
+            jail = name,
+            "logpath/backend/logencoding do not apply in-stream; ignored"
+        );
+    }
+    Some(JailSettings {
+        name: jname,
+        enabled,
+        filter_ref,
+        kind,
+        programs,
+        maxretry: maxretry.max(1),
+        findtime,
+        policy,
+        ignore,
+        ports,
+        protocol,
+        actions,
+        ipv6_prefix: ipv6_prefix.clamp(1, 128),
+        max_tracked,
+        uids: raw.uids.clone().unwrap_or_default(),
+    })
+}
+
+/// The filter directories for a configuration.
+pub fn filter_dirs(loaded: &Loaded) -> Vec<PathBuf> {
+    if let Some(d) = &loaded.raw.paths.filter_dirs {
+        return d.clone();
+    }
+    let mut dirs = Vec::new();
+    if let Some(dir) = loaded.main_file.as_deref().and_then(Path::parent) {
+        let d = if dir.as_os_str().is_empty() {
+            PathBuf::from("filters")
+        } else {
+            dir.join("filters")
+        };
+        dirs.push(d);
+    }
+    let sys = PathBuf::from("/etc/banstream/filters");
+    if !dirs.contains(&sys) {
+        dirs.push(sys);
+    }
+    dirs
+}
+
+/// Resolves the merged configuration.
+pub fn resolve(loaded: &Loaded) -> Result<Settings, ConfigError> {
+    let raw = &loaded.raw;
+    let mut ctx = Ctx {
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let runtime_dir = raw
+        .paths
+        .runtime_dir
+        .clone()
+        .unwrap_or_else(paths::default_runtime_dir);
+    let state_dir = raw
+        .paths
+        .state_dir
+        .clone()
+        .unwrap_or_else(paths::default_state_dir);
+    let l = &raw.listen;
+    let listen = ListenSettings {
+        udp: inet(&mut ctx, "udp", &l.udp),
+        tcp: inet(&mut ctx, "tcp", &l.tcp),
+        unix: unix(&mut ctx, "unix", &l.unix, &runtime_dir, 0o666),
+        unix_stream: unix(&mut ctx, "unix_stream", &l.unix_stream, &runtime_dir, 0o660),
+        max_frame: l.max_frame.unwrap_or(DEFAULT_MAX_FRAME).clamp(480, 1 << 20),
+        max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1),
+        idle_timeout: l
+            .idle_timeout
+            .and_then(TimeSpec::finite)
+            .unwrap_or(DEFAULT_IDLE),
+        recv_buffer: l.recv_buffer.unwrap_or(DEFAULT_RECV_BUFFER),
+        queue: l.queue.unwrap_or(DEFAULT_QUEUE).max(16),
+    };
+    let http = match raw.http.listen.as_deref() {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9640))),
+        Some("") => None,
+        Some(a) => match a.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                ctx.err("http.listen", format!("{a:?} is not an address:port"));
+                None
+            }
+        },
+    };
+    let control_socket = paths::under(
+        &runtime_dir,
+        raw.control
+            .socket
+            .as_deref()
+            .unwrap_or(Path::new("banstream.sock")),
+    );
+    let database = paths::under(
+        &state_dir,
+        raw.database
+            .path
+            .as_deref()
+            .unwrap_or(Path::new("banstream.sqlite3")),
+    );
+    let dbpurgeage = raw
+        .database
+        .dbpurgeage
+        .and_then(TimeSpec::finite)
+        .unwrap_or(Duration::from_secs(86400));
+    let dirs = filter_dirs(loaded);
+    let own = Arc::new(crate::addr::own_addresses());
+    let mut jails = Vec::new();
+    for (name, j) in &raw.jail {
+        let merged = merge(&raw.defaults, j);
+        if let Some(js) = resolve_jail_ctx(&mut ctx, name, &merged, &dirs, &own) {
+            jails.push(js);
+        }
+    }
+    if !ctx.errors.is_empty() {
+        return Err(if ctx.errors.len() == 1 {
+            ctx.errors.remove(0)
+        } else {
+            ConfigError::Many(ctx.errors)
+        });
+    }
+    Ok(Settings {
+        listen,
+        http,
+        control_socket,
+        database,
+        dbpurgeage,
+        runtime_dir,
+        state_dir,
+        log_level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
+        jails,
+        fail2ban_dir: raw.fail2ban.as_ref().map(|f| f.dir.clone()),
+        warnings: ctx.warnings,
+        sources: loaded.layers.iter().map(|l| l.origin.clone()).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_layer, Layer};
+
+    fn loaded(text: &str) -> Loaded {
+        let mut raw = parse_layer("builtin", super::super::EMBEDDED_DEFAULT).unwrap();
+        let over = parse_layer("t.toml", text).unwrap();
+        // Minimal merge for tests: jails and defaults from the test text.
+        raw.jail.extend(over.jail);
+        if over.defaults.maxretry.is_some() {
+            raw.defaults.maxretry = over.defaults.maxretry;
+        }
+        raw.listen = if over.listen.udp.is_empty() {
+            raw.listen
+        } else {
+            over.listen
+        };
+        Loaded {
+            raw,
+            layers: vec![Layer {
+                origin: "t.toml".into(),
+                text: text.into(),
+            }],
+            main_file: None,
+        }
+    }
+
+    #[test]
+    fn default_config_resolves() {
+        let s = resolve(&loaded("")).unwrap();
+        let sshd = s.jails.iter().find(|j| j.name.as_str() == "sshd").unwrap();
+        assert!(sshd.programs.contains(&"sshd-session".to_string()));
+        assert!(s.enabled_jails().count() >= 4);
+    }
+
+    #[test]
+    fn errors_are_collected_and_named() {
+        let err = resolve(&loaded(
+            "[jail.a]\nfilter = \"nosuch\"\n[jail.b]\nfilter = \"sshd\"\nport = \"nosuchservice\"\n[jail.c]\nfilter = \"sshd\"\nbanaction = \"teleport\"\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("jail.a.filter"), "{err}");
+        assert!(err.contains("jail.b.port"), "{err}");
+        assert!(err.contains("jail.c.action"), "{err}");
+    }
+
+    #[test]
+    fn warnings_for_open_listeners_and_ignoreself() {
+        let s = resolve(&loaded(
+            "[listen]\nudp = [\"0.0.0.0:5514\"]\n[jail.x]\nfilter = \"sshd\"\nignoreself = false\n",
+        ))
+        .unwrap();
+        assert!(
+            s.warnings.iter().any(|w| w.contains("no allow list")),
+            "{:?}",
+            s.warnings
+        );
+        assert!(
+            s.warnings.iter().any(|w| w.contains("ignoreself")),
+            "{:?}",
+            s.warnings
+        );
+    }
+}

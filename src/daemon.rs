@@ -1,0 +1,407 @@
+//! `banstream run`: wires the stages together and owns their lifetimes.
+//!
+//! ```text
+//! listeners ──frames──► engine task ──requests──► action workers (one thread per backend)
+//! control / http ──calls──┘   (parse, route, match, count, ban, expire)
+//! ```
+//!
+//! Shutdown is two signals (a `CancellationToken` and a `TaskTracker`):
+//! SIGTERM/SIGINT cancel the sources (listeners, control, http). When the
+//! last listener drops its sender the frame queue closes, the engine task
+//! drains what is queued and ends, and the action workers apply what they
+//! hold, run every backend's stop and exit. Nothing sleeps to let tasks finish.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::action::{self, Dispatcher, JailAction, Op};
+use crate::ban::Effect;
+use crate::config::{self, LoadOptions, Settings};
+use crate::control::server::Call;
+use crate::control::{BannedItem, Request, Response};
+use crate::engine::{unix, Engine};
+use crate::ingest::{self, Frame, Transport};
+use crate::jail::JailName;
+use crate::syslog::{self, ParseContext};
+use crate::telemetry::Metrics;
+
+/// How to run the daemon.
+#[derive(Clone, Debug, Default)]
+pub struct DaemonOptions {
+    /// Where the configuration comes from.
+    pub load: LoadOptions,
+    /// Replace every action with `log`.
+    pub dry_run: bool,
+}
+
+/// Loads and resolves the configuration (used at start and on reload).
+pub fn load_settings(opts: &DaemonOptions) -> Result<Settings, config::ConfigError> {
+    let loaded = config::load(&opts.load)?;
+    let mut s = config::resolve::resolve(&loaded)?;
+    if opts.dry_run {
+        s.force_dry_run();
+    }
+    Ok(s)
+}
+
+/// Frames taken from the queue per wake-up.
+const BATCH: usize = 512;
+/// Window housekeeping interval.
+const HOUSEKEEPING: Duration = Duration::from_secs(60);
+
+/// Messages the engine task sends itself.
+enum Internal {
+    Reloaded(
+        Box<Result<Settings, String>>,
+        Option<oneshot::Sender<Response>>,
+    ),
+}
+
+struct Daemon {
+    opts: DaemonOptions,
+    settings: Settings,
+    engine: Engine,
+    dispatcher: Dispatcher,
+    actions: HashMap<JailName, Vec<Arc<JailAction>>>,
+    listeners: Vec<(Transport, SocketAddr)>,
+    http: Option<SocketAddr>,
+    started: Instant,
+    internal: mpsc::Sender<Internal>,
+}
+
+fn actions_of(settings: &Settings) -> HashMap<JailName, Vec<Arc<JailAction>>> {
+    settings
+        .enabled_jails()
+        .map(|j| (j.name.clone(), j.actions.clone()))
+        .collect()
+}
+
+/// Runs the daemon until SIGTERM/SIGINT, with settings already loaded by
+/// [`load_settings`] (so the caller can set up logging from them first).
+pub async fn run(opts: DaemonOptions, settings: Settings) -> anyhow::Result<()> {
+    for w in &settings.warnings {
+        tracing::warn!("config: {w}");
+    }
+    let metrics = Metrics::new();
+    let engine = Engine::new(&settings, metrics.clone());
+    let mut dispatcher = Dispatcher::new(action::default_factory(), metrics.clone());
+    for j in settings.enabled_jails() {
+        for a in &j.actions {
+            dispatcher
+                .ensure(&a.kind)
+                .with_context(|| format!("jail {}: action {}", j.name, a.kind))?;
+        }
+    }
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (frame_tx, mut frame_rx) = mpsc::channel::<Frame>(settings.listen.queue);
+    let (call_tx, mut call_rx) = mpsc::channel::<Call>(64);
+    let (internal_tx, mut internal_rx) = mpsc::channel::<Internal>(4);
+
+    crate::control::server::start(
+        &settings.control_socket,
+        call_tx.clone(),
+        cancel.clone(),
+        &tracker,
+    )?;
+    let http = match settings.http {
+        Some(a) => Some(
+            crate::http::start(
+                a,
+                metrics.clone(),
+                call_tx.clone(),
+                cancel.clone(),
+                &tracker,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let listeners = ingest::start(
+        &settings.listen,
+        frame_tx,
+        metrics.clone(),
+        cancel.clone(),
+        &tracker,
+    )
+    .await?;
+    spawn_signals(cancel.clone(), call_tx, &tracker)?;
+    tracing::info!(
+        jails = settings.enabled_jails().count(),
+        dry_run = opts.dry_run,
+        "banstream {} running",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let mut d = Daemon {
+        actions: actions_of(&settings),
+        opts,
+        settings,
+        engine,
+        dispatcher,
+        listeners,
+        http,
+        started: Instant::now(),
+        internal: internal_tx,
+    };
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    loop {
+        let wait = d
+            .engine
+            .next_expiry()
+            .map(|t| {
+                t.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            })
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            biased;
+            n = frame_rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break; // every listener is gone: shutting down
+                }
+                for f in batch.drain(..) {
+                    d.process(&f);
+                }
+            }
+            Some((req, reply)) = call_rx.recv() => {
+                let resp = d.handle(req, Some(reply));
+                if let Some((resp, reply)) = resp {
+                    let _ = reply.send(resp);
+                }
+            }
+            Some(msg) = internal_rx.recv() => d.internal(msg),
+            _ = tokio::time::sleep(wait) => d.engine.tick(SystemTime::now()),
+            _ = housekeeping.tick() => d.engine.housekeeping(SystemTime::now()),
+        }
+        d.flush(None);
+    }
+    tracing::info!("shutting down: draining actions and removing firewall objects");
+    tracker.close();
+    tracker.wait().await;
+    d.flush(None);
+    let Daemon { dispatcher, .. } = d;
+    tokio::task::spawn_blocking(move || dispatcher.shutdown())
+        .await
+        .context("action shutdown")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn spawn_signals(
+    cancel: CancellationToken,
+    calls: mpsc::Sender<Call>,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let c = cancel.clone();
+    tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = c.cancelled() => break,
+                _ = term.recv() => { tracing::info!("SIGTERM"); c.cancel(); break; }
+                _ = int.recv() => { tracing::info!("SIGINT"); c.cancel(); break; }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    let (tx, rx) = oneshot::channel();
+                    if calls.send((Request::Reload, tx)).await.is_ok() {
+                        if let Ok(r) = rx.await {
+                            if !r.ok {
+                                tracing::error!("reload refused: {}", r.error.unwrap_or_default());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+fn parse_ip(text: &str) -> Result<std::net::IpAddr, String> {
+    crate::addr::parse_host(text)
+        .ok_or_else(|| format!("invalid address {text:?}: expected an IPv4 or IPv6 address"))
+}
+
+impl Daemon {
+    fn process(&mut self, f: &Frame) {
+        let text = syslog::decode(&f.data);
+        let ev = syslog::parse(&text, &ParseContext::live(f.peer, f.received));
+        if self.engine.on_event(&ev, f.received) > 0 && self.engine.has_effects() {
+            self.flush(Some(f.instant));
+        }
+    }
+
+    /// Carries out the engine's decisions.
+    fn flush(&mut self, received: Option<Instant>) {
+        for eff in self.engine.take_effects() {
+            let (op, ban) = match &eff {
+                Effect::Ban(b) => {
+                    tracing::info!(jail = %b.jail, ip = %b.ip, bantime = %b.bantime, failures = b.failures, origin = ?b.origin, "Ban");
+                    (Op::Ban, b.clone())
+                }
+                Effect::Unban(b, why) => {
+                    tracing::info!(jail = %b.jail, ip = %b.ip, reason = ?why, "Unban");
+                    (Op::Unban, b.clone())
+                }
+            };
+            let Some(actions) = self.actions.get(&ban.jail) else {
+                continue;
+            };
+            for (i, a) in actions.iter().enumerate() {
+                self.dispatcher.submit(action::Request {
+                    op,
+                    action: a.clone(),
+                    ban: ban.clone(),
+                    // Latency is measured once per ban, on its first action.
+                    received: if i == 0 { received } else { None },
+                });
+            }
+        }
+    }
+
+    /// Answers a control request. Returns the response with its reply
+    /// channel, or `None` when the answer comes later (reload).
+    fn handle(
+        &mut self,
+        req: Request,
+        reply: Option<oneshot::Sender<Response>>,
+    ) -> Option<(Response, oneshot::Sender<Response>)> {
+        let now = SystemTime::now();
+        let resp = match req {
+            Request::Ping => Response::ok(json!({"pong": true})),
+            Request::Status { jail: None } => Response::ok(json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime": self.started.elapsed().as_secs(),
+                "dry_run": self.opts.dry_run,
+                "listeners": self.listeners.iter().map(|(t, a)| json!({"transport": t.as_str(), "address": a.to_string()})).collect::<Vec<_>>(),
+                "unix": self.settings.listen.unix.iter().map(|u| u.path.display().to_string()).collect::<Vec<_>>(),
+                "http": self.http.map(|a| a.to_string()),
+                "bans_active": self.engine.bans().len(),
+                "jails": self.engine.status_all(),
+            })),
+            Request::Status { jail: Some(j) } => match self.engine.status_jail(&j, now) {
+                Ok(s) => Response::ok(serde_json::to_value(s).unwrap_or_default()),
+                Err(e) => Response::err(e.to_string()),
+            },
+            Request::Ban { jail, ip } => match parse_ip(&ip) {
+                Err(e) => Response::err(e),
+                Ok(ip) => match self.engine.ban_manual(&jail, ip, now) {
+                    Ok(b) => Response::ok(json!({
+                        "jail": b.jail.to_string(),
+                        "ip": b.ip.to_string(),
+                        "expires": b.expires.map(unix),
+                        "bantime": b.bantime.as_secs_i64(),
+                    })),
+                    Err(e) => Response::err(e.to_string()),
+                },
+            },
+            Request::Unban {
+                jail,
+                ip: _,
+                all: true,
+            } => match self.engine.unban_all(jail.as_deref()) {
+                Ok(v) => Response::ok(json!({"unbanned": v.len()})),
+                Err(e) => Response::err(e.to_string()),
+            },
+            Request::Unban {
+                jail,
+                ip: Some(ip),
+                all: false,
+            } => match parse_ip(&ip) {
+                Err(e) => Response::err(e),
+                Ok(ip) => match self.engine.unban(jail.as_deref(), ip) {
+                    Ok(v) => Response::ok(json!({
+                        "unbanned": v.len(),
+                        "jails": v.iter().map(|b| b.jail.to_string()).collect::<Vec<_>>(),
+                    })),
+                    Err(e) => Response::err(e.to_string()),
+                },
+            },
+            Request::Unban {
+                ip: None,
+                all: false,
+                ..
+            } => Response::err("unban needs an address or --all"),
+            Request::Banned => {
+                let items: Vec<BannedItem> = self
+                    .engine
+                    .banned()
+                    .iter()
+                    .map(|b| BannedItem {
+                        jail: b.jail.to_string(),
+                        ip: b.ip.to_string(),
+                        expires: b.expires.map(unix),
+                    })
+                    .collect();
+                Response::ok(serde_json::to_value(items).unwrap_or_default())
+            }
+            Request::Reload => {
+                let opts = self.opts.clone();
+                let internal = self.internal.clone();
+                tokio::spawn(async move {
+                    let r = tokio::task::spawn_blocking(move || {
+                        load_settings(&opts).map_err(|e| e.to_string())
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+                    let _ = internal.send(Internal::Reloaded(Box::new(r), reply)).await;
+                });
+                return None;
+            }
+        };
+        reply.map(|r| (resp, r))
+    }
+
+    fn internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::Reloaded(result, reply) => {
+                let resp = match *result {
+                    Err(e) => {
+                        tracing::error!("reload refused, keeping the running configuration: {e}");
+                        Response::err(e)
+                    }
+                    Ok(new) => {
+                        let old_actions = std::mem::take(&mut self.actions);
+                        self.engine.reload(&new);
+                        // Unbans of removed jails still go through their old actions.
+                        self.actions = old_actions.clone();
+                        self.flush(None);
+                        self.actions = actions_of(&new);
+                        for (jail, acts) in &old_actions {
+                            if !self.actions.contains_key(jail) {
+                                for a in acts {
+                                    self.dispatcher.stop_jail(a.clone());
+                                }
+                            }
+                        }
+                        for w in &new.warnings {
+                            tracing::warn!("config: {w}");
+                        }
+                        tracing::info!(
+                            jails = new.enabled_jails().count(),
+                            "configuration reloaded"
+                        );
+                        self.settings = new;
+                        Response::ok(json!({"jails": self.engine.status_all().len()}))
+                    }
+                };
+                if let Some(r) = reply {
+                    let _ = r.send(resp);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! The synchronous heart of banstream: route → filter → count → ban, for
+//! one event at a time, with the clock passed in.
+//!
+//! The daemon feeds it frames as they arrive (clock: receive time); `replay`
+//! feeds it log lines (clock: their timestamps). Both get the same
+//! decisions, as [`Effect`]s to carry out. The engine does no I/O.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::{IntCounter, IntGauge};
+use serde::Serialize;
+
+use crate::ban::{Ban, BanError, BanManager, BanOrigin, BanRequest, Effect, UnbanReason};
+use crate::config::resolve::{JailKind, JailSettings, Settings};
+use crate::filter::Verdict;
+use crate::jail::{BanView, Jail, JailName, Observation};
+use crate::router::Router;
+use crate::syslog::Event;
+use crate::telemetry::Metrics;
+
+/// Per-jail metric handles, looked up once.
+#[derive(Clone)]
+struct JailMetrics {
+    failures: IntCounter,
+    bans: IntCounter,
+    unbans: IntCounter,
+    active: IntGauge,
+    unattributed: IntCounter,
+    ignored: IntCounter,
+}
+
+impl JailMetrics {
+    fn new(m: &Metrics, jail: &str) -> Self {
+        JailMetrics {
+            failures: m.failures.with_label_values(&[jail]),
+            bans: m.bans.with_label_values(&[jail]),
+            unbans: m.unbans.with_label_values(&[jail]),
+            active: m.bans_active.with_label_values(&[jail]),
+            unattributed: m.unattributed.with_label_values(&[jail]),
+            ignored: m.ignored.with_label_values(&[jail]),
+        }
+    }
+}
+
+/// A tiny deterministic generator for `bantime.rndtime` (xorshift64*): no
+/// cryptographic need, and replay stays reproducible.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Route, match, count and ban.
+pub struct Engine {
+    jails: Vec<Jail>,
+    metrics_by_jail: Vec<JailMetrics>,
+    index: HashMap<JailName, usize>,
+    router: Router,
+    recidive: Vec<usize>,
+    bans: BanManager,
+    effects: Vec<Effect>,
+    metrics: Metrics,
+    rng: Rng,
+}
+
+/// A jail in `status` output.
+#[derive(Debug, Serialize)]
+pub struct JailSummary {
+    /// Name.
+    pub name: String,
+    /// Whether it runs.
+    pub enabled: bool,
+    /// Filter reference.
+    pub filter: String,
+    /// Programs routed to it.
+    pub programs: Vec<String>,
+    /// Its actions (backend names).
+    pub actions: Vec<String>,
+    /// Addresses with failures inside findtime.
+    pub currently_failed: usize,
+    /// Failures counted since start.
+    pub total_failed: u64,
+    /// Bans in force.
+    pub currently_banned: usize,
+    /// Bans issued since start.
+    pub total_banned: u64,
+}
+
+/// One banned address in `status JAIL`.
+#[derive(Debug, Serialize)]
+pub struct BannedEntry {
+    /// The address.
+    pub ip: String,
+    /// Expiry, UNIX seconds (`null`: permanent).
+    pub expires: Option<u64>,
+    /// Seconds left (`null`: permanent).
+    pub remaining: Option<u64>,
+    /// Failures behind the ban.
+    pub failures: u32,
+    /// Which ban of this address it is.
+    pub ban_count: u32,
+}
+
+/// An address with failures in the window.
+#[derive(Debug, Serialize)]
+pub struct Offender {
+    /// The address (or IPv6 network key).
+    pub ip: String,
+    /// Failures inside findtime.
+    pub count: u32,
+}
+
+/// `status JAIL`.
+#[derive(Debug, Serialize)]
+pub struct JailStatus {
+    /// The summary fields.
+    #[serde(flatten)]
+    pub summary: JailSummary,
+    /// maxretry.
+    pub maxretry: u32,
+    /// findtime, seconds.
+    pub findtime: u64,
+    /// bantime, seconds (-1: permanent).
+    pub bantime: i64,
+    /// Failures without a usable address.
+    pub unattributed: u64,
+    /// Failures from ignored addresses.
+    pub ignored: u64,
+    /// Most active addresses in the window.
+    pub top: Vec<Offender>,
+    /// Bans in force.
+    pub banned: Vec<BannedEntry>,
+}
+
+/// UNIX seconds of a time.
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Engine {
+    /// An engine running the enabled jails of `settings`.
+    pub fn new(settings: &Settings, metrics: Metrics) -> Engine {
+        let mut e = Engine {
+            jails: Vec::new(),
+            metrics_by_jail: Vec::new(),
+            index: HashMap::new(),
+            router: Router::default(),
+            recidive: Vec::new(),
+            bans: BanManager::new(),
+            effects: Vec::new(),
+            metrics,
+            rng: Rng(0x9E37_79B9_7F4A_7C15),
+        };
+        e.install(settings.enabled_jails().cloned().map(Arc::new).collect());
+        e
+    }
+
+    /// Replaces the jails. A jail whose settings are unchanged keeps its
+    /// counters. Returns the jails removed (their bans must be lifted by the
+    /// caller, through [`Engine::drop_jail_bans`]).
+    fn install(&mut self, settings: Vec<Arc<JailSettings>>) -> Vec<Jail> {
+        let mut old: HashMap<JailName, Jail> = self
+            .jails
+            .drain(..)
+            .map(|j| (j.name().clone(), j))
+            .collect();
+        self.metrics_by_jail.clear();
+        self.index.clear();
+        self.recidive.clear();
+        for s in settings {
+            let mut j = Jail::new(s.clone());
+            if let Some(o) = old.remove(&s.name) {
+                if same_matching(&o.settings, &s) {
+                    j.adopt_state(o);
+                }
+            }
+            let i = self.jails.len();
+            if matches!(s.kind, JailKind::Recidive) {
+                self.recidive.push(i);
+            }
+            self.index.insert(s.name.clone(), i);
+            self.metrics_by_jail
+                .push(JailMetrics::new(&self.metrics, s.name.as_str()));
+            self.jails.push(j);
+        }
+        // Recidive jails read no messages: they are fed by bans.
+        self.router = Router::new(self.jails.iter().map(|j| match j.settings.kind {
+            JailKind::Recidive => None,
+            JailKind::Filter(_) => Some(j.settings.programs.as_slice()),
+        }));
+        old.into_values().collect()
+    }
+
+    /// Swaps in a new configuration (reload). Unchanged jails keep their
+    /// counters and bans; removed jails' bans are lifted (as effects).
+    pub fn reload(&mut self, settings: &Settings) {
+        let removed = self.install(settings.enabled_jails().cloned().map(Arc::new).collect());
+        for j in removed {
+            for b in self.bans.unban_all(Some(j.name())) {
+                self.effects
+                    .push(Effect::Unban(b, UnbanReason::JailRemoved));
+            }
+        }
+        self.refresh_gauges();
+    }
+
+    /// The jails, in index order.
+    pub fn jails(&self) -> &[Jail] {
+        &self.jails
+    }
+
+    /// The jail settings by name.
+    pub fn jail(&self, name: &str) -> Option<&Jail> {
+        let n = JailName::new(name).ok()?;
+        self.index.get(&n).map(|i| &self.jails[*i])
+    }
+
+    /// The ban manager (read-only).
+    pub fn bans(&self) -> &BanManager {
+        &self.bans
+    }
+
+    /// Whether any jail listens to `program` (cheap pre-check).
+    pub fn routes(&self, program: &str) -> bool {
+        self.router.routes(program)
+    }
+
+    /// Stateless matching of one event: the jails it reaches and their
+    /// verdicts. Replay runs this on several threads.
+    pub fn examine<'t>(&self, ev: &Event<'t>, out: &mut Vec<(usize, Verdict<'t>)>) {
+        self.router.for_each(ev.program, |i| {
+            let v = self.jails[i].examine(ev);
+            if v != Verdict::Miss {
+                out.push((i, v));
+            }
+        });
+    }
+
+    /// Applies the verdicts of one event at `now`.
+    pub fn apply<'t>(
+        &mut self,
+        ev: &Event<'t>,
+        verdicts: &[(usize, Verdict<'t>)],
+        now: SystemTime,
+    ) {
+        for (i, v) in verdicts {
+            let obs = self.jails[*i].observe(ev, *v, now, &self.bans);
+            self.after_observation(*i, obs, now);
+        }
+    }
+
+    /// Processes one event at `now` (examine + apply). Returns the number of
+    /// jails that saw a failure.
+    pub fn on_event(&mut self, ev: &Event<'_>, now: SystemTime) -> usize {
+        if !self.router.routes(ev.program) {
+            return 0;
+        }
+        let mut verdicts = Vec::new();
+        self.examine(ev, &mut verdicts);
+        let n = verdicts.len();
+        if n > 0 {
+            self.apply(ev, &verdicts, now);
+        }
+        n
+    }
+
+    fn after_observation(&mut self, i: usize, obs: Observation, now: SystemTime) {
+        let m = &self.metrics_by_jail[i];
+        match obs {
+            Observation::Nothing | Observation::AlreadyBanned(_) => {}
+            Observation::Unattributed => m.unattributed.inc(),
+            Observation::Ignored(_) => m.ignored.inc(),
+            Observation::Counted { .. } => m.failures.inc(),
+            Observation::Offense { ip, failures } => {
+                m.failures.inc();
+                let _ = self.ban_in(i, ip, failures, BanOrigin::Stream, now);
+            }
+        }
+    }
+
+    fn ban_in(
+        &mut self,
+        i: usize,
+        ip: IpAddr,
+        failures: u32,
+        origin: BanOrigin,
+        now: SystemTime,
+    ) -> Result<Arc<Ban>, BanError> {
+        let random = self.rng.next_f64();
+        let jail = &self.jails[i];
+        let req = BanRequest {
+            jail: &jail.settings.name,
+            policy: &jail.settings.policy,
+            ip,
+            failures,
+            ignored: jail.settings.ignore.contains(ip),
+            origin,
+            random,
+        };
+        let ban = self.bans.ban(req, now)?;
+        let m = &self.metrics_by_jail[i];
+        m.bans.inc();
+        m.active.inc();
+        self.effects.push(Effect::Ban(ban.clone()));
+        // Recidive: every ban in another jail is a "failure" for it.
+        if !self.recidive.contains(&i) {
+            for r in self.recidive.clone() {
+                let obs = self.jails[r].count(ip, 1, now, &self.bans);
+                self.after_observation(r, obs, now);
+            }
+        }
+        Ok(ban)
+    }
+
+    /// `banstream ban JAIL ADDR`.
+    pub fn ban_manual(
+        &mut self,
+        jail: &str,
+        ip: IpAddr,
+        now: SystemTime,
+    ) -> Result<Arc<Ban>, BanError> {
+        let i = self.lookup(jail)?;
+        self.ban_in(i, ip, 0, BanOrigin::Manual, now)
+    }
+
+    fn lookup(&self, jail: &str) -> Result<usize, BanError> {
+        JailName::new(jail)
+            .ok()
+            .and_then(|n| self.index.get(&n).copied())
+            .ok_or_else(|| BanError::NoSuchJail(jail.to_string()))
+    }
+
+    /// `banstream unban [JAIL] ADDR`.
+    pub fn unban(&mut self, jail: Option<&str>, ip: IpAddr) -> Result<Vec<Arc<Ban>>, BanError> {
+        let name = match jail {
+            Some(j) => Some(self.jails[self.lookup(j)?].name().clone()),
+            None => None,
+        };
+        let out = self.bans.unban(name.as_ref(), ip)?;
+        for b in &out {
+            self.lifted(b.clone(), UnbanReason::Manual);
+        }
+        Ok(out)
+    }
+
+    /// `banstream unban --all` (or every ban of one jail).
+    pub fn unban_all(&mut self, jail: Option<&str>) -> Result<Vec<Arc<Ban>>, BanError> {
+        let name = match jail {
+            Some(j) => Some(self.jails[self.lookup(j)?].name().clone()),
+            None => None,
+        };
+        let out = self.bans.unban_all(name.as_ref());
+        for b in &out {
+            self.lifted(b.clone(), UnbanReason::Manual);
+        }
+        Ok(out)
+    }
+
+    fn lifted(&mut self, b: Arc<Ban>, why: UnbanReason) {
+        if let Some(i) = self.index.get(&b.jail) {
+            let m = &self.metrics_by_jail[*i];
+            m.unbans.inc();
+            m.active.dec();
+        }
+        self.effects.push(Effect::Unban(b, why));
+    }
+
+    /// Lifts expired bans and drops stale window entries.
+    pub fn tick(&mut self, now: SystemTime) {
+        for b in self.bans.expire(now) {
+            self.lifted(b, UnbanReason::Expired);
+        }
+    }
+
+    /// Periodic housekeeping (window expiry); cheap enough for once a minute.
+    pub fn housekeeping(&mut self, now: SystemTime) {
+        for j in &mut self.jails {
+            j.expire(now);
+        }
+        let m = &self.metrics;
+        for j in &self.jails {
+            let c = m.evictions.with_label_values(&[j.name().as_str()]);
+            let seen = j.window().evictions();
+            if seen > c.get() {
+                c.inc_by(seen - c.get());
+            }
+        }
+    }
+
+    /// When the next ban expires.
+    pub fn next_expiry(&mut self) -> Option<SystemTime> {
+        self.bans.next_expiry()
+    }
+
+    /// Puts back bans from the store; expired ones are skipped (returned in
+    /// the second list). Bans of jails that no longer exist are skipped too.
+    pub fn restore(&mut self, bans: Vec<Ban>, now: SystemTime) -> (Vec<Arc<Ban>>, Vec<Ban>) {
+        let mut restored = Vec::new();
+        let mut skipped = Vec::new();
+        for b in bans {
+            if !self.index.contains_key(&b.jail) {
+                skipped.push(b);
+                continue;
+            }
+            match self.bans.restore(b.clone(), now) {
+                Some(r) => {
+                    self.effects.push(Effect::Ban(r.clone()));
+                    restored.push(r);
+                }
+                None => skipped.push(b),
+            }
+        }
+        self.refresh_gauges();
+        (restored, skipped)
+    }
+
+    /// Seeds ban history (from the store).
+    pub fn load_history(&mut self, jail: &JailName, ip: IpAddr, h: crate::ban::History) {
+        self.bans.load_history(jail, ip, h);
+    }
+
+    fn refresh_gauges(&mut self) {
+        for (i, j) in self.jails.iter().enumerate() {
+            self.metrics_by_jail[i]
+                .active
+                .set(self.bans.count_in(j.name()) as i64);
+        }
+    }
+
+    /// Takes the effects decided since the last call.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Whether effects are waiting.
+    pub fn has_effects(&self) -> bool {
+        !self.effects.is_empty()
+    }
+
+    /// Every ban in force.
+    pub fn banned(&self) -> Vec<Arc<Ban>> {
+        self.bans.active()
+    }
+
+    fn summary(&self, j: &Jail) -> JailSummary {
+        let (total_banned, _) = self.bans.totals(j.name());
+        JailSummary {
+            name: j.name().to_string(),
+            enabled: j.settings.enabled,
+            filter: j.settings.filter_ref.clone(),
+            programs: j.settings.programs.clone(),
+            actions: j.settings.actions.iter().map(|a| a.kind.clone()).collect(),
+            currently_failed: j.window().tracked(),
+            total_failed: j.stats.failures_total,
+            currently_banned: self.bans.count_in(j.name()),
+            total_banned,
+        }
+    }
+
+    /// `status` without a jail.
+    pub fn status_all(&self) -> Vec<JailSummary> {
+        self.jails.iter().map(|j| self.summary(j)).collect()
+    }
+
+    /// `status JAIL`.
+    pub fn status_jail(&self, name: &str, now: SystemTime) -> Result<JailStatus, BanError> {
+        let j = &self.jails[self.lookup(name)?];
+        let s = &j.settings;
+        Ok(JailStatus {
+            summary: self.summary(j),
+            maxretry: s.maxretry,
+            findtime: s.findtime.as_secs(),
+            bantime: s.policy.bantime.as_secs_i64(),
+            unattributed: j.stats.unattributed_total,
+            ignored: j.stats.ignored_total,
+            top: j
+                .window()
+                .top(now, s.findtime, 10)
+                .into_iter()
+                .map(|(ip, count)| Offender {
+                    ip: ip.to_string(),
+                    count,
+                })
+                .collect(),
+            banned: self
+                .bans
+                .active_in(j.name())
+                .iter()
+                .map(|b| BannedEntry {
+                    ip: b.ip.to_string(),
+                    expires: b.expires.map(unix),
+                    remaining: b.remaining(now).map(|d: Duration| d.as_secs()),
+                    failures: b.failures,
+                    ban_count: b.ban_count,
+                })
+                .collect(),
+        })
+    }
+
+    /// Whether an address is banned in a jail (tests, status).
+    pub fn is_banned(&self, jail: &str, ip: IpAddr) -> bool {
+        JailName::new(jail).is_ok_and(|n| self.bans.is_banned(&n, ip))
+    }
+}
+
+/// Whether two settings of the same jail count the same way, so counters
+/// can carry over a reload.
+fn same_matching(a: &JailSettings, b: &JailSettings) -> bool {
+    a.filter_ref == b.filter_ref
+        && a.programs == b.programs
+        && a.maxretry == b.maxretry
+        && a.findtime == b.findtime
+        && a.ipv6_prefix == b.ipv6_prefix
+        && a.max_tracked == b.max_tracked
+}

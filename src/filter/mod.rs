@@ -1,0 +1,438 @@
+//! Stage 4a: compiled filters. A [`Filter`] decides whether a message body is
+//! a failure and captures the address text it names.
+//!
+//! Receives the message body of an event already routed to the filter's
+//! program, and returns a [`Verdict`]. Owns no state: the same compiled
+//! filter runs on many threads (replay) and never changes after a reload has
+//! built it.
+//!
+//! Patterns are `regex` patterns with placeholders:
+//! - `<HOST>`: an IPv4, IPv6 or hostname token (hostnames are captured so
+//!   `test-filter` can show them, but never banned: banstream does not
+//!   resolve names an attacker chose);
+//! - `<ADDR>`: an IPv4 or IPv6 address; `<IP4>`, `<IP6>`: one family only.
+//!
+//! Built-in filters are anchored (`^...$`) to the message body of their
+//! program, so that text an attacker controls (user names, URLs) sits at a
+//! position the address capture cannot reach. `check` warns about filters
+//! that are not anchored.
+
+pub mod builtin;
+pub mod options;
+mod prefilter;
+pub mod spec;
+
+use std::cell::RefCell;
+
+use regex::Regex;
+
+pub use options::NamedOptions;
+pub use spec::{FilterSpec, RegexSpec};
+
+use prefilter::Prefilter;
+
+/// What a failregex match means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HitKind {
+    /// A failure: counts towards the threshold.
+    Failure,
+    /// Not a failure, but it names the address of the session (host,
+    /// program, pid), so later host-less failure lines of the same session
+    /// can be attributed (fail2ban's `<F-NOFAIL>`).
+    NoFail,
+}
+
+/// The outcome of running a filter over one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict<'t> {
+    /// No failregex matched.
+    Miss,
+    /// A failregex matched, but so did an ignoreregex.
+    Ignored {
+        /// Index of the failregex that matched.
+        regex: usize,
+    },
+    /// A failregex matched.
+    Hit {
+        /// Index of the failregex that matched (for per-regex counts).
+        regex: usize,
+        /// The captured host text, if the regex has a placeholder.
+        host: Option<&'t str>,
+        /// Failure or helper match.
+        kind: HitKind,
+    },
+}
+
+/// One compiled failregex.
+#[derive(Debug)]
+struct FailRegex {
+    re: Regex,
+    kind: HitKind,
+    /// The pattern as written (for `test-filter` and `check`).
+    source: String,
+}
+
+/// A compiled filter.
+#[derive(Debug)]
+pub struct Filter {
+    name: String,
+    programs: Vec<String>,
+    fail: Vec<FailRegex>,
+    ignore: Vec<Regex>,
+    prefilter: Prefilter,
+    /// Correlate host-less lines with earlier lines of the same session.
+    sessions: bool,
+}
+
+/// A filter that failed to build; names the source and the line.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// A pattern that does not compile.
+    #[error("{origin}:{line}: regex {pattern:?} does not compile: {reason}")]
+    Regex {
+        /// File (or `builtin:NAME`) the pattern came from.
+        origin: String,
+        /// 1-based line of the pattern in that file (0 when unknown).
+        line: usize,
+        /// The pattern as written.
+        pattern: String,
+        /// The compiler's message.
+        reason: String,
+    },
+    /// A structural problem (unknown mode, missing placeholder, ...).
+    #[error("{origin}: {reason}")]
+    Invalid {
+        /// File (or `builtin:NAME`).
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The filter file could not be read or parsed.
+    #[error("{origin}: {reason}")]
+    Load {
+        /// File (or `builtin:NAME`).
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No built-in or file filter with this name.
+    #[error("unknown filter {name:?} (built-in filters: {known})")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The names that exist.
+        known: String,
+    },
+}
+
+/// The regex fragment for each placeholder. One named group `host`.
+const IP4: &str = r"(?:\d{1,3}\.){3}\d{1,3}";
+const IP6: &str = r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?";
+const DNS: &str = r"[\w-]+(?:\.[\w-]+)*";
+
+/// Replaces `<HOST>`, `<ADDR>`, `<IP4>` and `<IP6>` with a capture group
+/// named `host`. Returns the expanded pattern and how many placeholders it had.
+pub fn expand_placeholders(pattern: &str) -> (String, usize) {
+    let host = format!(r"\[?(?P<host>{IP4}|{IP6}|{DNS})\]?");
+    let addr = format!(r"\[?(?P<host>{IP4}|{IP6})\]?");
+    let ip4 = format!(r"(?P<host>{IP4})");
+    let ip6 = format!(r"\[?(?P<host>{IP6})\]?");
+    let mut out = String::with_capacity(pattern.len() + 64);
+    let mut count = 0;
+    let mut rest = pattern;
+    while let Some(i) = rest.find('<') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let (rep, len) = if tail.starts_with("<HOST>") {
+            (host.as_str(), 6)
+        } else if tail.starts_with("<ADDR>") {
+            (addr.as_str(), 6)
+        } else if tail.starts_with("<IP4>") {
+            (ip4.as_str(), 5)
+        } else if tail.starts_with("<IP6>") {
+            (ip6.as_str(), 5)
+        } else {
+            ("<", 1)
+        };
+        if len > 1 {
+            count += 1;
+        }
+        out.push_str(rep);
+        rest = &tail[len..];
+    }
+    out.push_str(rest);
+    (out, count)
+}
+
+thread_local! {
+    static CANDIDATES: RefCell<Vec<bool>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Filter {
+    /// Compiles a filter from its spec with the given options (`mode=...`).
+    /// `origin` names the file for errors; `source_text` (the file's text)
+    /// lets errors point at the line of a bad pattern.
+    pub fn compile(
+        name: &str,
+        spec: &FilterSpec,
+        opts: &NamedOptions,
+        origin: &str,
+        source_text: Option<&str>,
+    ) -> Result<Filter, FilterError> {
+        let invalid = |reason: String| FilterError::Invalid {
+            origin: origin.to_string(),
+            reason,
+        };
+        let mut mode = spec.default_mode.clone();
+        for (k, v) in &opts.options {
+            match k.as_str() {
+                "mode" => mode = Some(v.clone()),
+                other => {
+                    return Err(invalid(format!(
+                        "filter {name:?} has no option {other:?} (it takes: mode)"
+                    )))
+                }
+            }
+        }
+        if let Some(m) = &mode {
+            if !spec.modes.is_empty() && !spec.modes.iter().any(|x| x == m) {
+                return Err(invalid(format!(
+                    "filter {name:?} has no mode {m:?} (modes: {})",
+                    spec.modes.join(", ")
+                )));
+            }
+        }
+        let line_of = |pattern: &str| -> usize {
+            source_text
+                .and_then(|t| t.lines().position(|l| l.contains(pattern)).map(|n| n + 1))
+                .unwrap_or(0)
+        };
+        // `written` is the pattern as in the file (for the error), `full`
+        // what is compiled (with the filter's prefix).
+        let compile_one =
+            |written: &str, full: &str| -> Result<(Regex, String, usize), FilterError> {
+                let (expanded, n) = expand_placeholders(full);
+                let re = Regex::new(&expanded).map_err(|e| FilterError::Regex {
+                    origin: origin.to_string(),
+                    line: line_of(written),
+                    pattern: written.to_string(),
+                    reason: e.to_string(),
+                })?;
+                Ok((re, expanded, n))
+            };
+        let active = |r: &RegexSpec| match (&mode, r.modes()) {
+            (_, []) => true,
+            (Some(m), ms) => ms.iter().any(|x| x == m),
+            (None, _) => false,
+        };
+        let mut fail = Vec::new();
+        let mut expanded_all = Vec::new();
+        let mut sessions = false;
+        for r in spec.failregex.iter().filter(|r| active(r)) {
+            let (re, expanded, n) = match (&spec.prefix, r.regex().strip_prefix('^')) {
+                (Some(pre), Some(body)) => compile_one(r.regex(), &format!("^{pre}{body}"))?,
+                _ => compile_one(r.regex(), r.regex())?,
+            };
+            if n > 1 {
+                return Err(FilterError::Regex {
+                    origin: origin.to_string(),
+                    line: line_of(r.regex()),
+                    pattern: r.regex().to_string(),
+                    reason: "more than one <HOST>/<ADDR> placeholder".into(),
+                });
+            }
+            if n == 0 && !r.session() {
+                return Err(FilterError::Regex {
+                    origin: origin.to_string(),
+                    line: line_of(r.regex()),
+                    pattern: r.regex().to_string(),
+                    reason: "no <HOST> or <ADDR> placeholder (set session = true to take the address from an earlier line of the same process)".into(),
+                });
+            }
+            sessions |= r.session();
+            fail.push(FailRegex {
+                re,
+                kind: if r.nofail() {
+                    HitKind::NoFail
+                } else {
+                    HitKind::Failure
+                },
+                source: r.regex().to_string(),
+            });
+            expanded_all.push(expanded);
+        }
+        if fail.is_empty() {
+            return Err(invalid(format!(
+                "filter {name:?} has no failregex for this mode"
+            )));
+        }
+        let mut ignore = Vec::new();
+        for r in spec.ignoreregex.iter().filter(|r| active(r)) {
+            ignore.push(compile_one(r.regex(), r.regex())?.0);
+        }
+        Ok(Filter {
+            name: name.to_string(),
+            programs: spec.programs.clone(),
+            prefilter: Prefilter::new(&expanded_all),
+            fail,
+            ignore,
+            sessions,
+        })
+    }
+
+    /// The filter's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The programs whose messages this filter reads. Empty means every
+    /// program (injectable: `check` warns).
+    pub fn programs(&self) -> &[String] {
+        &self.programs
+    }
+
+    /// The failregexes as written, in order.
+    pub fn failregex_sources(&self) -> impl Iterator<Item = &str> {
+        self.fail.iter().map(|f| f.source.as_str())
+    }
+
+    /// Number of failregexes.
+    pub fn failregex_count(&self) -> usize {
+        self.fail.len()
+    }
+
+    /// Whether host-less failure lines are attributed through their session.
+    pub fn uses_sessions(&self) -> bool {
+        self.sessions
+    }
+
+    /// Runs the filter over a message body. The first failregex that
+    /// matches decides, as in fail2ban.
+    pub fn check<'t>(&self, msg: &'t str) -> Verdict<'t> {
+        CANDIDATES.with(|cell| {
+            let mut cands = cell.borrow_mut();
+            self.prefilter.candidates(msg, &mut cands);
+            if self.prefilter.is_complete() && !cands.iter().any(|c| *c) {
+                return Verdict::Miss;
+            }
+            for (i, f) in self.fail.iter().enumerate() {
+                if !cands[i] {
+                    continue;
+                }
+                let Some(caps) = f.re.captures(msg) else {
+                    continue;
+                };
+                if self.ignore.iter().any(|r| r.is_match(msg)) {
+                    return Verdict::Ignored { regex: i };
+                }
+                return Verdict::Hit {
+                    regex: i,
+                    host: caps.name("host").map(|m| m.as_str()),
+                    kind: f.kind,
+                };
+            }
+            Verdict::Miss
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(toml: &str, opts: &str) -> Filter {
+        let spec: FilterSpec = toml::from_str(toml).unwrap();
+        Filter::compile(
+            "t",
+            &spec,
+            &NamedOptions::parse(opts).unwrap(),
+            "t.toml",
+            Some(toml),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn placeholders_expand_to_one_group() {
+        let (p, n) = expand_placeholders("from <HOST> port");
+        assert_eq!(n, 1);
+        let re = Regex::new(&p).unwrap();
+        for h in ["1.2.3.4", "2001:db8::1", "::ffff:1.2.3.4", "example.com"] {
+            let line = format!("from {h} port");
+            assert_eq!(&re.captures(&line).unwrap()["host"], h);
+        }
+        let (p, _) = expand_placeholders("from <ADDR> port");
+        let re = Regex::new(&p).unwrap();
+        assert!(re.captures("from example.com port").is_none());
+        assert_eq!(
+            &re.captures("from [2001:db8::1] port").unwrap()["host"],
+            "2001:db8::1"
+        );
+    }
+
+    #[test]
+    fn modes_select_regexes_and_ignoreregex_wins() {
+        let t = r#"
+programs = ["p"]
+modes = ["normal", "ddos"]
+default_mode = "normal"
+failregex = [
+  '^fail from <HOST>$',
+  { regex = '^flood from <HOST>$', modes = ["ddos"] },
+]
+ignoreregex = ['^fail from 10\.']
+"#;
+        let f = filter(t, "t");
+        assert_eq!(f.failregex_count(), 1);
+        assert!(matches!(
+            f.check("fail from 1.2.3.4"),
+            Verdict::Hit {
+                host: Some("1.2.3.4"),
+                ..
+            }
+        ));
+        assert!(matches!(
+            f.check("fail from 10.0.0.1"),
+            Verdict::Ignored { .. }
+        ));
+        assert_eq!(f.check("flood from 1.2.3.4"), Verdict::Miss);
+        let f = filter(t, "t[mode=ddos]");
+        assert_eq!(f.failregex_count(), 2);
+        assert!(matches!(
+            f.check("flood from 1.2.3.4"),
+            Verdict::Hit { regex: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let t = "programs = [\"p\"]\nfailregex = [\n  '^bad ( <HOST>',\n]\n";
+        let spec: FilterSpec = toml::from_str(t).unwrap();
+        let err = Filter::compile(
+            "t",
+            &spec,
+            &NamedOptions::default(),
+            "/etc/banstream/filters/t.toml",
+            Some(t),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("/etc/banstream/filters/t.toml:3: regex"),
+            "{msg}"
+        );
+        let spec: FilterSpec = toml::from_str("programs=[]\nfailregex=['^no host$']").unwrap();
+        assert!(Filter::compile("t", &spec, &NamedOptions::default(), "x", None).is_err());
+        let spec: FilterSpec =
+            toml::from_str("programs=[]\nmodes=['a']\nfailregex=['^<HOST>$']").unwrap();
+        let err = Filter::compile(
+            "t",
+            &spec,
+            &NamedOptions::parse("t[mode=b]").unwrap(),
+            "x",
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no mode \"b\""));
+    }
+}

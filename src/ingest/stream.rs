@@ -1,0 +1,219 @@
+//! Stream listeners: TCP (RFC 6587) and unix stream sockets. One task per
+//! connection runs the framer; a semaphore caps connections, and a
+//! connection silent for `idle_timeout` is closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::io::AsyncRead;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tokio_util::codec::FramedRead;
+use tokio_util::task::TaskTracker;
+
+use super::framing::{Framed, SyslogFramer};
+use super::{allowed, Frame, ListenError, Shared, Transport};
+use crate::config::resolve::{InetListener, ListenSettings, UnixListener as UnixCfg};
+use crate::syslog::Peer;
+use crate::telemetry::DropReason;
+
+/// `StreamExt::next` for one stream type, without pulling in the futures crate.
+async fn next_frame<R: AsyncRead + Unpin>(
+    f: &mut FramedRead<R, SyslogFramer>,
+) -> Option<Result<Framed, super::framing::FramingError>> {
+    use futures_core::Stream;
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *f).poll_next(cx)).await
+}
+
+pub(super) async fn spawn_tcp(
+    l: &InetListener,
+    cfg: &ListenSettings,
+    shared: Shared,
+    tracker: &TaskTracker,
+) -> Result<SocketAddr, ListenError> {
+    let what = format!("tcp {}", l.addr);
+    let listener = TcpListener::bind(l.addr)
+        .await
+        .map_err(|source| ListenError {
+            what: what.clone(),
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ListenError { what, source })?;
+    tracing::info!(addr = %local, "listening (tcp)");
+    let allow = l.allow.clone();
+    let sem = Arc::new(Semaphore::new(cfg.max_connections));
+    let idle = cfg.idle_timeout;
+    let label = format!("tcp {local}");
+    let conns = tracker.clone();
+    tracker.spawn(async move {
+        loop {
+            let (sock, peer) = tokio::select! {
+                _ = shared.cancel.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!("tcp accept error: {e}");
+                        // EMFILE and friends: back off instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            if !allowed(&allow, peer.ip()) {
+                shared.drop_msg(DropReason::NotAllowed, &format_args!("tcp connection from {peer}"));
+                continue;
+            }
+            let Ok(permit) = sem.clone().try_acquire_owned() else {
+                shared.metrics.connections_rejected.with_label_values(&[&label]).inc();
+                if let Some(s) = shared.limiter.check("conn_cap") {
+                    tracing::warn!(listener = %label, suppressed = s, "connection limit reached; refusing {peer}");
+                }
+                continue;
+            };
+            let _ = sock.set_nodelay(true);
+            let sh = shared.clone();
+            conns.spawn(async move {
+                read_stream(sock, Peer::Inet(peer), Transport::Tcp, idle, sh).await;
+                drop(permit);
+            });
+        }
+    });
+    Ok(local)
+}
+
+pub(super) fn spawn_unix(
+    l: &UnixCfg,
+    cfg: &ListenSettings,
+    shared: Shared,
+    tracker: &TaskTracker,
+) -> Result<(), ListenError> {
+    let what = format!("unix stream {}", l.path.display());
+    super::prepare_socket_path(&l.path).map_err(|source| ListenError {
+        what: what.clone(),
+        source,
+    })?;
+    let listener = UnixListener::bind(&l.path).map_err(|source| ListenError {
+        what: what.clone(),
+        source,
+    })?;
+    super::chmod(&l.path, l.mode).map_err(|source| ListenError { what, source })?;
+    tracing::info!(path = %l.path.display(), "listening (unix stream)");
+    let sem = Arc::new(Semaphore::new(cfg.max_connections));
+    let idle = cfg.idle_timeout;
+    let uids = l.allow_uids.clone();
+    let path = l.path.clone();
+    let label = format!("unix {}", path.display());
+    let conns = tracker.clone();
+    tracker.spawn(async move {
+        loop {
+            let sock = tokio::select! {
+                _ = shared.cancel.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        tracing::debug!("unix accept error: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let cred = sock.peer_cred().ok();
+            let uid = cred.as_ref().map(|c| c.uid());
+            let pid = cred.as_ref().and_then(|c| c.pid()).map(|p| p as u32);
+            if !uids.is_empty() && !uid.is_some_and(|u| uids.contains(&u)) {
+                shared.drop_msg(
+                    DropReason::NotAllowed,
+                    &format_args!("unix stream connection from uid {uid:?}"),
+                );
+                continue;
+            }
+            let Ok(permit) = sem.clone().try_acquire_owned() else {
+                shared
+                    .metrics
+                    .connections_rejected
+                    .with_label_values(&[&label])
+                    .inc();
+                continue;
+            };
+            let sh = shared.clone();
+            conns.spawn(async move {
+                read_stream(
+                    sock,
+                    Peer::Unix { uid, pid },
+                    Transport::UnixStream,
+                    idle,
+                    sh,
+                )
+                .await;
+                drop(permit);
+            });
+        }
+        super::remove_socket(&path);
+    });
+    Ok(())
+}
+
+/// Reads frames from one connection until EOF, error, idle timeout or shutdown.
+async fn read_stream<R: AsyncRead + Unpin>(
+    sock: R,
+    peer: Peer,
+    transport: Transport,
+    idle: Duration,
+    shared: Shared,
+) {
+    let mut framed =
+        FramedRead::with_capacity(sock, SyslogFramer::new(shared.max_frame), 16 * 1024);
+    loop {
+        let item = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            r = tokio::time::timeout(idle, next_frame(&mut framed)) => match r {
+                Err(_) => {
+                    tracing::debug!(?peer, "closing idle connection");
+                    return;
+                }
+                Ok(None) => return,
+                Ok(Some(x)) => x,
+            },
+        };
+        match item {
+            Ok(Framed::Frame(data)) => {
+                if data.is_empty() {
+                    shared.drop_msg(DropReason::Empty, &"empty frame");
+                    continue;
+                }
+                let frame = Frame {
+                    data,
+                    peer,
+                    transport,
+                    received: SystemTime::now(),
+                    instant: Instant::now(),
+                };
+                if !shared.send(frame).await {
+                    return;
+                }
+            }
+            Ok(Framed::Oversize(n)) => {
+                shared.drop_msg(
+                    DropReason::Oversize,
+                    &format_args!("{n}-byte frame from {peer:?}"),
+                );
+            }
+            Err(e) => {
+                if !e.can_continue() {
+                    if matches!(e, super::framing::FramingError::BadOctetCount(_)) {
+                        shared.drop_msg(
+                            DropReason::BadFraming,
+                            &format_args!("{e} from {peer:?}; closing"),
+                        );
+                    } else {
+                        tracing::debug!(?peer, "stream closed: {e}");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}

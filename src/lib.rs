@@ -1,0 +1,34 @@
+//! banstream: a syslog receiver that bans attackers in-stream.
+//!
+//! The modules follow the data flow, one direction, no back and forth:
+//!
+//! 1. [`ingest`]: sockets (UDP, TCP, unix), RFC 6587 framing, limits, peer
+//!    allowlists → raw frames with peer and receive time;
+//! 2. [`syslog`]: bytes → [`syslog::Event`] (RFC 5424, RFC 3164, BusyBox/musl);
+//! 3. [`router`]: program → the jails subscribed to it;
+//! 4. [`jail`] with [`filter`]: failregex / ignoreregex → address → ignore
+//!    list → sliding-window count;
+//! 5. [`ban`]: ban decisions, ban-time policy, expiry — the one owner of ban state;
+//! 6. [`action`]: firewall backends behind one trait, batched on their own threads.
+//!
+//! [`engine`] runs stages 2–5 synchronously for one event (shared by the
+//! daemon and `replay`); [`daemon`] wires everything with channels;
+//! [`control`] and [`http`] observe it; [`telemetry`] logs and counts;
+//! [`config`] reads the TOML layers into runtime settings.
+
+pub mod action;
+pub mod addr;
+pub mod ban;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod engine;
+pub mod filter;
+pub mod http;
+pub mod ingest;
+pub mod jail;
+pub mod router;
+pub mod syslog;
+pub mod telemetry;
+pub mod tools;

@@ -42,6 +42,7 @@ use crate::telemetry::{Metrics, RateLimiter};
 /// The backends banstream knows by name.
 pub const KNOWN: &[&str] = &[
     "log",
+    "command",
     "nftables",
     "iptables-multiport",
     "iptables-allports",
@@ -102,6 +103,32 @@ pub struct JailAction {
     pub blocktype: String,
     /// Any other options given in brackets.
     pub options: BTreeMap<String, String>,
+    /// The templates of a `command` action (`None` for the built-in backends).
+    pub command: Option<Arc<CommandTemplates>>,
+}
+
+/// A command action: fail2ban's actionstart / actionstop / actioncheck /
+/// actionban / actionunban, each a list of commands run in order. Every
+/// command is an argv vector; tags like `<ip>`, `<name>`, `<port>`,
+/// `<protocol>`, `<bantime>`, `<failures>` (and the static `tags`) are
+/// substituted inside single arguments only, after the address has been
+/// parsed as an IP. Nothing is ever passed to a shell.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommandTemplates {
+    /// Where the templates came from (config key or action.d file), for errors.
+    pub origin: String,
+    /// Run once per (jail, family) before the first ban.
+    pub start: Vec<Vec<String>>,
+    /// Run at shutdown for every (jail, family) started.
+    pub stop: Vec<Vec<String>>,
+    /// Run before a ban to verify the setup (fail2ban's actioncheck).
+    pub check: Vec<Vec<String>>,
+    /// Run per ban.
+    pub ban: Vec<Vec<String>>,
+    /// Run per unban.
+    pub unban: Vec<Vec<String>>,
+    /// Static tag values (fail2ban's `[Init]`, overridden by jail options).
+    pub tags: BTreeMap<String, String>,
 }
 
 impl JailAction {
@@ -124,6 +151,7 @@ impl JailAction {
             chain: d.chain.clone(),
             blocktype: d.blocktype.clone(),
             options: BTreeMap::new(),
+            command: None,
         };
         if a.kind == "iptables-allports" {
             a.ports = PortSpec::All;
@@ -180,6 +208,7 @@ impl JailAction {
             chain: "INPUT".into(),
             blocktype: "REJECT".into(),
             options: BTreeMap::new(),
+            command: None,
         }
     }
 }

@@ -306,6 +306,13 @@ impl Filter {
         self.sessions
     }
 
+    /// Runs the filter over a routed event: the entry point jails and
+    /// `test-filter` use. Native filters read the message body; filters
+    /// that need more of the line (fail2ban's prefix) read the event.
+    pub fn examine<'t>(&self, ev: &crate::syslog::Event<'t>) -> Verdict<'t> {
+        self.check(ev.msg)
+    }
+
     /// Runs the filter over a message body. The first failregex that
     /// matches decides, as in fail2ban.
     pub fn check<'t>(&self, msg: &'t str) -> Verdict<'t> {

@@ -169,7 +169,7 @@ impl Jail {
                 }
             }
         }
-        filter.check(ev.msg)
+        filter.examine(ev)
     }
 
     /// The stateful part: attributes a verdict to an address and counts it.

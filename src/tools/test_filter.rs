@@ -119,7 +119,7 @@ pub fn run<R: Read>(
         let routed =
             filter.programs().is_empty() || filter.programs().iter().any(|p| p == ev.program);
         let verdict = if routed {
-            filter.check(ev.msg)
+            filter.examine(&ev)
         } else {
             Verdict::Miss
         };

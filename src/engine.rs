@@ -61,6 +61,33 @@ impl Rng {
     }
 }
 
+/// The stateless half of the engine: routing and filters over a snapshot of
+/// the jail settings. Cheap to clone and `Send + Sync`, so `replay` matches
+/// on several threads while one thread applies verdicts in order.
+#[derive(Clone)]
+pub struct Matcher {
+    jails: Arc<[Arc<JailSettings>]>,
+    router: Router,
+}
+
+impl Matcher {
+    /// Whether any jail listens to `program`.
+    pub fn routes(&self, program: &str) -> bool {
+        self.router.routes(program)
+    }
+
+    /// The verdicts of one event, as `(jail index, verdict)`, misses left out.
+    /// Indices are those of the [`Engine`] the matcher was taken from.
+    pub fn examine<'t>(&self, ev: &Event<'t>, out: &mut Vec<(usize, Verdict<'t>)>) {
+        self.router.for_each(ev.program, |i| {
+            let v = crate::jail::examine(&self.jails[i], ev);
+            if v != Verdict::Miss {
+                out.push((i, v));
+            }
+        });
+    }
+}
+
 /// Route, match, count and ban.
 pub struct Engine {
     jails: Vec<Jail>,
@@ -231,6 +258,15 @@ impl Engine {
     /// The ban manager (read-only).
     pub fn bans(&self) -> &BanManager {
         &self.bans
+    }
+
+    /// A snapshot of the matching half, for matching on other threads. It
+    /// stays valid until the next [`Engine::reload`].
+    pub fn matcher(&self) -> Matcher {
+        Matcher {
+            jails: self.jails.iter().map(|j| j.settings.clone()).collect(),
+            router: self.router.clone(),
+        }
     }
 
     /// Whether any jail listens to `program` (cheap pre-check).

@@ -159,17 +159,7 @@ impl Jail {
     /// The stateless part: runs the filter on a routed event. Safe to call
     /// from several threads at once.
     pub fn examine<'t>(&self, ev: &Event<'t>) -> Verdict<'t> {
-        let JailKind::Filter(filter) = &self.settings.kind else {
-            return Verdict::Miss;
-        };
-        if !self.settings.uids.is_empty() {
-            if let Peer::Unix { uid: Some(uid), .. } = ev.peer {
-                if !self.settings.uids.contains(&uid) {
-                    return Verdict::Miss;
-                }
-            }
-        }
-        filter.examine(ev)
+        examine(&self.settings, ev)
     }
 
     /// The stateful part: attributes a verdict to an address and counts it.
@@ -180,41 +170,15 @@ impl Jail {
         now: SystemTime,
         bans: &dyn BanView,
     ) -> Observation {
-        let Verdict::Hit { host, kind, .. } = verdict else {
-            return Observation::Nothing;
-        };
-        let session = if self.uses_sessions() {
-            self.sessions.key(ev)
-        } else {
-            None
-        };
-        let ip = host.and_then(addr::parse_host);
-        let mut weight_extra = 0;
-        let ip = match (ip, host, session) {
-            (Some(ip), _, Some(key)) => {
-                weight_extra = self.sessions.learn(key, ip, now);
-                Some(ip)
-            }
-            (Some(ip), _, None) => Some(ip),
-            // A host was captured but is not an address: never guess.
-            (None, Some(_), _) => None,
-            (None, None, Some(key)) if kind == HitKind::Failure => {
-                self.sessions.attribute(key, now)
-            }
-            (None, None, _) => None,
-        };
-        if kind == HitKind::NoFail && weight_extra == 0 {
-            return Observation::Nothing;
-        }
-        let Some(ip) = ip else {
-            if kind == HitKind::Failure {
+        let uses_sessions = self.uses_sessions();
+        match attribute(&mut self.sessions, uses_sessions, ev, verdict, now) {
+            Attribution::Nothing => Observation::Nothing,
+            Attribution::Unattributed { .. } => {
                 self.stats.unattributed_total += 1;
-                return Observation::Unattributed;
+                Observation::Unattributed
             }
-            return Observation::Nothing;
-        };
-        let failures = weight_extra + u32::from(kind == HitKind::Failure);
-        self.count(ip, failures, now, bans)
+            Attribution::Failures { ip, count } => self.count(ip, count, now, bans),
+        }
     }
 
     /// Counts `failures` failures of `ip` (also used by recidive, whose
@@ -261,6 +225,119 @@ impl Jail {
     /// Housekeeping: forget addresses whose failures left the window.
     pub fn expire(&mut self, now: SystemTime) {
         self.window.expire(now, self.settings.findtime);
+    }
+}
+
+/// The stateless part of a jail, on its settings alone: the uid check and
+/// the filter. [`crate::engine::Matcher`] runs it on several threads.
+pub fn examine<'t>(settings: &JailSettings, ev: &Event<'t>) -> Verdict<'t> {
+    let JailKind::Filter(filter) = &settings.kind else {
+        return Verdict::Miss;
+    };
+    if !settings.uids.is_empty() {
+        if let Peer::Unix { uid: Some(uid), .. } = ev.peer {
+            if !settings.uids.contains(&uid) {
+                return Verdict::Miss;
+            }
+        }
+    }
+    filter.examine(ev)
+}
+
+/// What a verdict amounts to once sessions are taken into account, before
+/// ignore lists and counting. Shared by jails and `test-filter`, so the tool
+/// reports exactly what the daemon would count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attribution {
+    /// Not a failure (a miss, an ignoreregex veto, or a helper line that
+    /// resolved nothing).
+    Nothing,
+    /// A failure without a usable address: a host name, or (`pending`) a
+    /// session failure still waiting for its connection to name an address.
+    Unattributed {
+        /// The failure waits in its session and is counted when the address appears.
+        pending: bool,
+    },
+    /// `count` failures of `ip` (more than one when a line resolves failures
+    /// that were pending in its session).
+    Failures {
+        /// The address.
+        ip: IpAddr,
+        /// Failures to count.
+        count: u32,
+    },
+}
+
+/// Attributes a verdict: parses the captured host, learns or looks up the
+/// session's address (host, program, pid) when the filter correlates lines.
+///
+/// In a session:
+/// - a line naming an address resolves the failures pending for it;
+/// - a helper line (nofail) is no failure, unless the session has tried
+///   more than one user name: then it counts, with the earlier helper lines
+///   that named a user (password spraying over one connection);
+/// - a successful login drops what was pending and forgets the session; it
+///   is a failure itself when several user names were tried.
+pub fn attribute(
+    sessions: &mut Sessions,
+    uses_sessions: bool,
+    ev: &Event<'_>,
+    verdict: Verdict<'_>,
+    now: SystemTime,
+) -> Attribution {
+    let Verdict::Hit {
+        host, kind, user, ..
+    } = verdict
+    else {
+        return Attribution::Nothing;
+    };
+    let session = if uses_sessions {
+        sessions.key(ev)
+    } else {
+        None
+    };
+    let ip = host.and_then(addr::parse_host);
+    let mut count = u32::from(kind == HitKind::Failure);
+    if let Some(key) = session {
+        if let Some(ip) = ip {
+            count += sessions.learn(key, ip, now);
+        }
+        let several = match user {
+            Some(u) => sessions.note_user(key, u, now),
+            None => sessions.several_users(key, now),
+        };
+        match kind {
+            HitKind::Failure => {}
+            HitKind::NoFail | HitKind::Success if several => {
+                count += sessions.take_quiet(key, now) + 1;
+            }
+            HitKind::NoFail => {
+                if user.is_some() {
+                    sessions.add_quiet(key, now);
+                }
+            }
+            HitKind::Success => {}
+        }
+        if kind == HitKind::Success {
+            // A login ends what the connection was waiting for.
+            sessions.forget(key);
+        }
+    }
+    let ip = match (ip, host, session) {
+        (Some(ip), _, _) => Some(ip),
+        // A host was captured but is not an address: never guess.
+        (None, Some(_), _) => None,
+        (None, None, Some(key)) if count > 0 => sessions.attribute(key, now),
+        (None, None, _) => None,
+    };
+    if count == 0 {
+        return Attribution::Nothing;
+    }
+    match ip {
+        Some(ip) => Attribution::Failures { ip, count },
+        None => Attribution::Unattributed {
+            pending: host.is_none() && session.is_some(),
+        },
     }
 }
 

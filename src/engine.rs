@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::ban::{Ban, BanError, BanManager, BanOrigin, BanRequest, Effect, UnbanReason};
 use crate::config::resolve::{JailKind, JailSettings, Settings};
 use crate::filter::Verdict;
+use crate::jail::activity::{RateSummary, RecentLine};
 use crate::jail::{BanView, Jail, JailName, Observation};
 use crate::router::Router;
 use crate::syslog::Event;
@@ -99,6 +100,8 @@ pub struct Engine {
     effects: Vec<Effect>,
     metrics: Metrics,
     rng: Rng,
+    /// Keep the last lines of failing addresses (status shows them).
+    keep_lines: bool,
 }
 
 /// A jail in `status` output.
@@ -124,6 +127,23 @@ pub struct JailSummary {
     pub total_banned: u64,
 }
 
+impl JailSummary {
+    /// A configured jail that does not run (`enabled = false`).
+    pub fn disabled(s: &JailSettings) -> JailSummary {
+        JailSummary {
+            name: s.name.to_string(),
+            enabled: false,
+            filter: s.filter_ref.clone(),
+            programs: s.programs.clone(),
+            actions: s.actions.iter().map(|a| a.kind.clone()).collect(),
+            currently_failed: 0,
+            total_failed: 0,
+            currently_banned: 0,
+            total_banned: 0,
+        }
+    }
+}
+
 /// One banned address in `status JAIL`.
 #[derive(Debug, Serialize)]
 pub struct BannedEntry {
@@ -137,6 +157,8 @@ pub struct BannedEntry {
     pub failures: u32,
     /// Which ban of this address it is.
     pub ban_count: u32,
+    /// The last lines that counted against the address (oldest first).
+    pub lines: Vec<RecentLine>,
 }
 
 /// An address with failures in the window.
@@ -164,6 +186,8 @@ pub struct JailStatus {
     pub unattributed: u64,
     /// Failures from ignored addresses.
     pub ignored: u64,
+    /// Failures per minute (current minute, last 10 and 60 minutes).
+    pub failures_per_minute: RateSummary,
     /// Most active addresses in the window.
     pub top: Vec<Offender>,
     /// Bans in force.
@@ -190,6 +214,7 @@ impl Engine {
             effects: Vec::new(),
             metrics,
             rng: Rng(0x9E37_79B9_7F4A_7C15),
+            keep_lines: false,
         };
         e.install(settings.enabled_jails().cloned().map(Arc::new).collect());
         e
@@ -214,6 +239,7 @@ impl Engine {
                     j.adopt_state(o);
                 }
             }
+            j.keep_lines(self.keep_lines);
             let i = self.jails.len();
             if matches!(s.kind, JailKind::Recidive) {
                 self.recidive.push(i);
@@ -242,6 +268,15 @@ impl Engine {
             }
         }
         self.refresh_gauges();
+    }
+
+    /// Keeps the last few matched lines of each failing address, for
+    /// `status JAIL` (the daemon turns this on; replay leaves it off).
+    pub fn keep_lines(&mut self, on: bool) {
+        self.keep_lines = on;
+        for j in &mut self.jails {
+            j.keep_lines(on);
+        }
     }
 
     /// The jails, in index order.
@@ -506,7 +541,7 @@ impl Engine {
         }
     }
 
-    /// `status` without a jail.
+    /// `status` without a jail: the running jails.
     pub fn status_all(&self) -> Vec<JailSummary> {
         self.jails.iter().map(|j| self.summary(j)).collect()
     }
@@ -522,6 +557,7 @@ impl Engine {
             bantime: s.policy.bantime.as_secs_i64(),
             unattributed: j.stats.unattributed_total,
             ignored: j.stats.ignored_total,
+            failures_per_minute: j.activity().rate(now),
             top: j
                 .window()
                 .top(now, s.findtime, 10)
@@ -541,6 +577,7 @@ impl Engine {
                     remaining: b.remaining(now).map(|d: Duration| d.as_secs()),
                     failures: b.failures,
                     ban_count: b.ban_count,
+                    lines: j.activity().lines_of(b.ip),
                 })
                 .collect(),
         })

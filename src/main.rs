@@ -216,78 +216,33 @@ fn client(cmd: Cmd, socket: Option<PathBuf>, load: &LoadOptions) -> ExitCode {
     let run = |req: &Request| cli::ask(&socket, req);
     let result: Result<(), i32> = match cmd {
         Cmd::Status { jail, json } => run(&Request::Status { jail: jail.clone() }).map(|v| {
-            if json {
-                let _ = writeln!(out, "{v}");
-            } else if jail.is_some() {
-                let _ = cli::print_status_jail(&mut out, &v);
-            } else {
-                let _ = cli::print_status_all(&mut out, &v);
-            }
+            let _ = match (json, jail.is_some()) {
+                (true, _) => writeln!(out, "{v}"),
+                (false, true) => cli::print_status_jail(&mut out, &v),
+                (false, false) => cli::print_status_all(&mut out, &v),
+            };
         }),
         Cmd::Ban { jail, addr } => run(&Request::Ban { jail, ip: addr }).map(|v| {
-            let exp = v["expires"]
-                .as_u64()
-                .map_or("permanent".to_string(), |e| format!("until {e}"));
-            let _ = writeln!(
-                out,
-                "banned {} in {} ({exp})",
-                v["ip"].as_str().unwrap_or(""),
-                v["jail"].as_str().unwrap_or("")
-            );
+            let _ = cli::print_ban(&mut out, &v);
         }),
-        Cmd::Unban { args, all } => {
-            let req = match (all, args.as_slice()) {
-                (true, []) => Some(Request::Unban {
-                    jail: None,
-                    ip: None,
-                    all: true,
-                }),
-                (true, [j]) => Some(Request::Unban {
-                    jail: Some(j.clone()),
-                    ip: None,
-                    all: true,
-                }),
-                (false, [ip]) => Some(Request::Unban {
-                    jail: None,
-                    ip: Some(ip.clone()),
-                    all: false,
-                }),
-                (false, [j, ip]) => Some(Request::Unban {
-                    jail: Some(j.clone()),
-                    ip: Some(ip.clone()),
-                    all: false,
-                }),
-                _ => None,
-            };
-            match req {
-                None => {
-                    eprintln!("banstream: usage: unban [JAIL] ADDR | unban --all [JAIL]");
-                    Err(2)
-                }
-                Some(r) => run(&r).map(|v| {
-                    let _ = writeln!(out, "unbanned {} ban(s)", v["unbanned"]);
-                }),
+        Cmd::Unban { args, all } => match cli::unban_request(&args, all) {
+            Err(e) => {
+                eprintln!("banstream: {e}");
+                Err(2)
             }
-        }
+            Ok(r) => run(&r).map(|v| {
+                let _ = cli::print_unban(&mut out, &v);
+            }),
+        },
         Cmd::Banned { json } => run(&Request::Banned).map(|v| {
-            if json {
-                let _ = writeln!(out, "{v}");
+            let _ = if json {
+                writeln!(out, "{v}")
             } else {
-                for b in v.as_array().cloned().unwrap_or_default() {
-                    let exp = b["expires"]
-                        .as_u64()
-                        .map_or("permanent".to_string(), |e| e.to_string());
-                    let _ = writeln!(
-                        out,
-                        "{:<20} {:<40} {exp}",
-                        b["jail"].as_str().unwrap_or(""),
-                        b["ip"].as_str().unwrap_or("")
-                    );
-                }
-            }
+                cli::print_banned(&mut out, &v)
+            };
         }),
-        Cmd::Reload => run(&Request::Reload).map(|_| {
-            let _ = writeln!(out, "reloaded");
+        Cmd::Reload => run(&Request::Reload).map(|v| {
+            let _ = cli::print_reload(&mut out, &v);
         }),
         Cmd::Run { .. } | Cmd::Check | Cmd::TestFilter { .. } | Cmd::Replay { .. } => Ok(()),
     };

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::config::{self, LoadOptions, Settings};
+use crate::config::{self, ConfigError, LoadOptions, Settings};
 use crate::control::{client, Request, Response};
 use crate::tools::{replay, test_filter};
 
@@ -82,22 +82,30 @@ fn list(v: &Value) -> String {
 /// Prints `status` (all jails) the way fail2ban-client does, plus more.
 pub fn print_status_all(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
     let jails = v["jails"].as_array().cloned().unwrap_or_default();
+    let running: Vec<&Value> = jails.iter().filter(|j| j["enabled"] != false).collect();
     writeln!(out, "Status")?;
-    writeln!(out, "|- Number of jail:      {}", jails.len())?;
+    writeln!(out, "|- Number of jail:      {}", running.len())?;
     writeln!(
         out,
         "|- Jail list:           {}",
-        jails
+        running
             .iter()
             .map(|j| s(&j["name"]))
             .collect::<Vec<_>>()
             .join(", ")
     )?;
     writeln!(out, "|- Bans in force:       {}", s(&v["bans_active"]))?;
+    if v["dry_run"] == true {
+        writeln!(out, "|- Dry run:             yes (every action is `log`)")?;
+    }
     writeln!(out, "`- Jails")?;
     for (i, j) in jails.iter().enumerate() {
         let last = i + 1 == jails.len();
         let (a, b) = if last { ("`-", "   ") } else { ("|-", "|  ") };
+        if j["enabled"] == false {
+            writeln!(out, "   {a} {:<20} disabled", s(&j["name"]))?;
+            continue;
+        }
         writeln!(
             out,
             "   {a} {:<20} failed {:>6} (total {:>8})  banned {:>6} (total {:>8})",
@@ -109,7 +117,8 @@ pub fn print_status_all(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
         )?;
         writeln!(
             out,
-            "   {b}   programs: {}  actions: {}",
+            "   {b}   filter: {}  programs: {}  actions: {}",
+            s(&j["filter"]),
             list(&j["programs"]),
             list(&j["actions"])
         )?;
@@ -117,18 +126,46 @@ pub fn print_status_all(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Prints `status JAIL`.
+fn secs(v: &Value) -> String {
+    match v.as_u64() {
+        None => "permanent".into(),
+        Some(x) if x >= 86400 => format!("{}d{:02}h", x / 86400, (x % 86400) / 3600),
+        Some(x) if x >= 3600 => format!("{}h{:02}m", x / 3600, (x % 3600) / 60),
+        Some(x) if x >= 60 => format!("{}m{:02}s", x / 60, x % 60),
+        Some(x) => format!("{x}s"),
+    }
+}
+
+/// Prints `status JAIL`: fail2ban's fields, then rates, offenders, and per
+/// ban the time left and the last lines that counted.
 pub fn print_status_jail(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
+    let rate = &v["failures_per_minute"];
     writeln!(out, "Status for the jail: {}", s(&v["name"]))?;
     writeln!(out, "|- Filter")?;
-    writeln!(out, "|  |- Filter:           {}", s(&v["filter"]))?;
-    writeln!(out, "|  |- Programs:         {}", list(&v["programs"]))?;
-    writeln!(out, "|  |- Currently failed: {}", s(&v["currently_failed"]))?;
-    writeln!(out, "|  |- Total failed:     {}", s(&v["total_failed"]))?;
-    writeln!(out, "|  |- Unattributed:     {}", s(&v["unattributed"]))?;
+    writeln!(out, "|  |- Filter:              {}", s(&v["filter"]))?;
+    writeln!(out, "|  |- Programs:            {}", list(&v["programs"]))?;
     writeln!(
         out,
-        "|  `- Top offenders:    {}",
+        "|  |- Currently failed:    {}",
+        s(&v["currently_failed"])
+    )?;
+    writeln!(out, "|  |- Total failed:        {}", s(&v["total_failed"]))?;
+    writeln!(
+        out,
+        "|  |- Failures per minute: {} now, {:.1} (10m avg), {:.1} (1h avg)",
+        s(&rate["1m"]),
+        rate["10m"].as_f64().unwrap_or(0.0),
+        rate["60m"].as_f64().unwrap_or(0.0)
+    )?;
+    writeln!(
+        out,
+        "|  |- Unattributed:        {}  (ignored: {})",
+        s(&v["unattributed"]),
+        s(&v["ignored"])
+    )?;
+    writeln!(
+        out,
+        "|  `- Top offenders:       {}",
         v["top"]
             .as_array()
             .map(|a| a
@@ -136,16 +173,32 @@ pub fn print_status_jail(out: &mut dyn Write, v: &Value) -> std::io::Result<()> 
                 .map(|o| format!("{} ({})", s(&o["ip"]), s(&o["count"])))
                 .collect::<Vec<_>>()
                 .join(", "))
-            .unwrap_or_default()
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "-".into())
     )?;
     writeln!(out, "`- Actions")?;
-    writeln!(out, "   |- Actions:          {}", list(&v["actions"]))?;
-    writeln!(out, "   |- Currently banned: {}", s(&v["currently_banned"]))?;
-    writeln!(out, "   |- Total banned:     {}", s(&v["total_banned"]))?;
+    writeln!(out, "   |- Actions:             {}", list(&v["actions"]))?;
+    writeln!(
+        out,
+        "   |- Policy:              maxretry {} in {}, bantime {}",
+        s(&v["maxretry"]),
+        secs(&v["findtime"]),
+        if v["bantime"].as_i64() == Some(-1) {
+            "permanent".to_string()
+        } else {
+            secs(&v["bantime"])
+        }
+    )?;
+    writeln!(
+        out,
+        "   |- Currently banned:    {}",
+        s(&v["currently_banned"])
+    )?;
+    writeln!(out, "   |- Total banned:        {}", s(&v["total_banned"]))?;
     let banned = v["banned"].as_array().cloned().unwrap_or_default();
     writeln!(
         out,
-        "   `- Banned IP list:   {}",
+        "   `- Banned IP list:      {}",
         banned
             .iter()
             .map(|b| s(&b["ip"]))
@@ -154,7 +207,7 @@ pub fn print_status_jail(out: &mut dyn Write, v: &Value) -> std::io::Result<()> 
     )?;
     for b in &banned {
         let left = match b["remaining"].as_u64() {
-            Some(x) => format!("{x}s left"),
+            Some(_) => format!("{} left", secs(&b["remaining"])),
             None => "permanent".into(),
         };
         writeln!(
@@ -164,25 +217,132 @@ pub fn print_status_jail(out: &mut dyn Write, v: &Value) -> std::io::Result<()> 
             s(&b["failures"]),
             s(&b["ban_count"])
         )?;
+        for l in b["lines"].as_array().cloned().unwrap_or_default() {
+            let t = l["time"]
+                .as_u64()
+                .map(|t| replay::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(t)))
+                .unwrap_or_default();
+            writeln!(out, "          {t}  {}", s(&l["line"]))?;
+        }
     }
     Ok(())
 }
 
-/// `banstream check`: loads and compiles everything; prints errors and warnings.
-/// Returns the exit code.
+/// Prints the answer to `ban`.
+pub fn print_ban(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
+    let exp = v["expires"]
+        .as_u64()
+        .map_or("permanently".to_string(), |e| {
+            format!(
+                "until {}",
+                replay::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(e))
+            )
+        });
+    writeln!(out, "banned {} in {} {exp}", s(&v["ip"]), s(&v["jail"]))
+}
+
+/// The request for `unban [JAIL] ADDR | --all [JAIL]`, or a usage error.
+pub fn unban_request(args: &[String], all: bool) -> Result<Request, String> {
+    let usage = "usage: unban ADDR | unban JAIL ADDR | unban --all [JAIL]";
+    Ok(match (all, args) {
+        (true, []) => Request::Unban {
+            jail: None,
+            ip: None,
+            all: true,
+        },
+        (true, [j]) => Request::Unban {
+            jail: Some(j.clone()),
+            ip: None,
+            all: true,
+        },
+        (false, [ip]) => Request::Unban {
+            jail: None,
+            ip: Some(ip.clone()),
+            all: false,
+        },
+        (false, [j, ip]) => Request::Unban {
+            jail: Some(j.clone()),
+            ip: Some(ip.clone()),
+            all: false,
+        },
+        _ => return Err(usage.into()),
+    })
+}
+
+/// Prints the answer to `unban`.
+pub fn print_unban(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
+    let n = v["unbanned"].as_u64().unwrap_or(0);
+    match v["jails"].as_array() {
+        Some(j) if !j.is_empty() => writeln!(out, "unbanned {n} ban(s): {}", list(&v["jails"])),
+        _ => writeln!(out, "unbanned {n} ban(s)"),
+    }
+}
+
+/// Prints `banned` as a table.
+pub fn print_banned(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
+    let items = v.as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        return writeln!(out, "no bans in force");
+    }
+    writeln!(out, "{:<20} {:<40} expires", "jail", "address")?;
+    for b in items {
+        let exp = b["expires"].as_u64().map_or("permanent".to_string(), |e| {
+            replay::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(e))
+        });
+        writeln!(out, "{:<20} {:<40} {exp}", s(&b["jail"]), s(&b["ip"]))?;
+    }
+    Ok(())
+}
+
+/// Prints the answer to `reload`.
+pub fn print_reload(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
+    writeln!(out, "reloaded: {} jail(s) running", s(&v["jails"]))?;
+    for (key, what) in [
+        ("added", "added"),
+        ("removed", "removed (their bans lifted)"),
+        ("actions_changed", "actions changed (bans moved)"),
+    ] {
+        if v[key].as_array().is_some_and(|a| !a.is_empty()) {
+            writeln!(out, "  {what}: {}", list(&v[key]))?;
+        }
+    }
+    for w in v["warnings"].as_array().cloned().unwrap_or_default() {
+        writeln!(out, "  warning: {}", s(&w))?;
+    }
+    if v["restart_needed"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+    {
+        writeln!(
+            out,
+            "  restart needed for: {} (the running values stay until then)",
+            list(&v["restart_needed"])
+        )?;
+    }
+    Ok(())
+}
+
+/// `banstream check`: loads and compiles everything; prints every error
+/// (file:line or key, and the reason) and every warning. Returns the exit
+/// code: 0 when the configuration can run (warnings or not), 1 otherwise.
 pub fn check(load: &LoadOptions, out: &mut dyn Write) -> i32 {
     let loaded = match config::load(load) {
         Ok(l) => l,
         Err(e) => {
-            let _ = writeln!(out, "error: {e}");
+            let errors = load_errors(e);
+            print_errors(out, &errors);
             return 1;
         }
     };
     match config::resolve::resolve(&loaded) {
         Err(e) => {
-            for line in e.to_string().lines() {
-                let _ = writeln!(out, "error: {line}");
-            }
+            let mut errors = Vec::new();
+            flatten(e, &mut errors);
+            let located: Vec<String> = errors
+                .iter()
+                .map(|e| locate_error(&loaded.layers, e))
+                .collect();
+            print_errors(out, &located);
             1
         }
         Ok(settings) => {
@@ -192,9 +352,247 @@ pub fn check(load: &LoadOptions, out: &mut dyn Write) -> i32 {
     }
 }
 
+fn print_errors(out: &mut dyn Write, errors: &[String]) {
+    for e in errors {
+        let mut lines = e.lines();
+        if let Some(first) = lines.next() {
+            let _ = writeln!(out, "error: {first}");
+        }
+        for l in lines {
+            let _ = writeln!(out, "       {l}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} error(s); the configuration cannot run",
+        errors.len()
+    );
+}
+
+fn flatten(e: ConfigError, out: &mut Vec<ConfigError>) {
+    match e {
+        ConfigError::Many(v) => v.into_iter().for_each(|e| flatten(e, out)),
+        e => out.push(e),
+    }
+}
+
+/// Every error of the files that failed to load. TOML stops at a file's
+/// first error, so each failing file is read again with the offending line
+/// blanked, until it loads or the next error is a syntax error (which
+/// makes what follows unreliable).
+fn load_errors(e: ConfigError) -> Vec<String> {
+    let mut flat = Vec::new();
+    flatten(e, &mut flat);
+    let mut out = Vec::new();
+    for e in flat {
+        match &e {
+            ConfigError::Parse { origin, line, .. } if *line > 0 => {
+                match std::fs::read_to_string(origin) {
+                    Ok(text) => out.extend(all_parse_errors(origin, &text)),
+                    Err(_) => out.push(e.to_string()),
+                }
+            }
+            _ => out.push(e.to_string()),
+        }
+    }
+    out
+}
+
+/// The errors of one file, found one after the other, in line order.
+pub fn all_parse_errors(origin: &str, text: &str) -> Vec<String> {
+    let original = text;
+    let mut text = text.to_string();
+    let mut out: Vec<(usize, String)> = Vec::new();
+    for _ in 0..200 {
+        let e = match config::parse_layer(origin, &text) {
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let (line, mut msg) = match &e {
+            ConfigError::Parse {
+                line,
+                column,
+                message,
+                ..
+            } => {
+                let key = key_on_line(original, *line);
+                let msg = match key {
+                    Some(k) if !message.contains('`') => {
+                        format!("{origin}:{line}:{column}: {k}: {message}")
+                    }
+                    _ => e.to_string(),
+                };
+                (*line, msg + &explain(original, *line, message))
+            }
+            _ => (0, e.to_string()),
+        };
+        if out.iter().any(|(_, m)| *m == msg) {
+            break;
+        }
+        if msg.is_empty() {
+            msg = "unreadable".into();
+        }
+        out.push((line, msg));
+        // A syntax error cannot be stepped over safely.
+        if line == 0 || text.parse::<toml::Table>().is_err() {
+            break;
+        }
+        text = blank_line(&text, line);
+        if text.parse::<toml::Table>().is_err() {
+            break;
+        }
+    }
+    out.sort_by_key(|(l, _)| *l);
+    out.into_iter().map(|(_, m)| m).collect()
+}
+
+/// The key set on line `n`, if the line is `key = value`.
+fn key_on_line(text: &str, n: usize) -> Option<String> {
+    let l = text.lines().nth(n.checked_sub(1)?)?.trim();
+    if l.starts_with('[') || l.starts_with('#') {
+        return None;
+    }
+    let (k, _) = l.split_once('=')?;
+    let k = k.trim().trim_matches('"').trim_matches('\'');
+    (!k.is_empty()).then(|| k.to_string())
+}
+
+/// Adds what TOML leaves out of some messages (which key is duplicated).
+fn explain(text: &str, line: usize, message: &str) -> String {
+    if !message.starts_with("duplicate key") {
+        return String::new();
+    }
+    let l = text
+        .lines()
+        .nth(line.saturating_sub(1))
+        .unwrap_or("")
+        .trim();
+    if l.starts_with("[jail.") {
+        format!(": {l} is defined twice in this file (a later file may override it key by key, but one file defines a jail once)")
+    } else {
+        format!(": {l}")
+    }
+}
+
+/// Blanks line `n` (1-based); a table header is blanked with its keys.
+fn blank_line(text: &str, n: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_blanked_table = false;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        let header = l.trim_start().starts_with('[');
+        if header {
+            in_blanked_table = false;
+        }
+        if i + 1 == n {
+            in_blanked_table = header;
+        }
+        if i + 1 == n || in_blanked_table {
+            if l.ends_with('\n') {
+                out.push('\n');
+            }
+        } else {
+            out.push_str(l);
+        }
+    }
+    out
+}
+
+/// Prefixes a resolve error (`jail.sshd.port: ...`) with the file and line
+/// that set the key, when a layer sets it.
+fn locate_error(layers: &[config::Layer], e: &ConfigError) -> String {
+    let ConfigError::Invalid { origin, .. } = e else {
+        return e.to_string();
+    };
+    match locate_key(layers, origin) {
+        Some((file, line)) => format!("{file}:{line}: {e}"),
+        None => e.to_string(),
+    }
+}
+
+/// Finds where a key such as `jail.sshd.port`, `jail.sshd.bantime.factor`
+/// or `listen.udp[0]` is set: the last layer that sets it wins, as in the
+/// merge. A jail key set nowhere in the jail is looked for in `[defaults]`.
+pub fn locate_key(layers: &[config::Layer], key: &str) -> Option<(String, usize)> {
+    let key = key.split('[').next().unwrap_or(key);
+    let (section, leaf): (Vec<&str>, &str) = match key.strip_prefix("jail.") {
+        Some(rest) => {
+            let (name, leaf) = rest.split_once('.').unwrap_or((rest, ""));
+            (vec!["jail", name], leaf)
+        }
+        None => {
+            let (sec, leaf) = key.split_once('.').unwrap_or((key, ""));
+            (vec![sec], leaf)
+        }
+    };
+    let find = |section: &[&str], leaf: &str| {
+        layers
+            .iter()
+            .rev()
+            .find_map(|l| find_in(&l.text, section, leaf).map(|n| (l.origin.clone(), n)))
+    };
+    // `action` errors may come from `banaction`.
+    let leaves: &[&str] = if leaf == "action" {
+        &["action", "banaction"]
+    } else {
+        std::slice::from_ref(&leaf)
+    };
+    leaves.iter().find_map(|leaf| {
+        find(&section, leaf).or_else(|| {
+            (section[0] == "jail" && !leaf.is_empty())
+                .then(|| find(&["defaults"], leaf))
+                .flatten()
+        })
+    })
+}
+
+fn header_matches(line: &str, section: &[&str]) -> bool {
+    let t = line.trim();
+    let Some(inner) = t.strip_prefix('[').and_then(|x| x.split(']').next()) else {
+        return false;
+    };
+    if t.starts_with("[[") {
+        return false;
+    }
+    let parts: Vec<String> = inner
+        .split('.')
+        .map(|p| p.trim().trim_matches('"').trim_matches('\'').to_string())
+        .collect();
+    parts.len() == section.len() && parts.iter().zip(section).all(|(a, b)| a == b)
+}
+
+fn find_in(text: &str, section: &[&str], leaf: &str) -> Option<usize> {
+    let mut inside = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            inside = header_matches(t, section);
+            if inside && leaf.is_empty() {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        if !inside || leaf.is_empty() {
+            continue;
+        }
+        let k = t.split('=').next().unwrap_or("").trim();
+        let k = k.trim_matches('"').trim_matches('\'');
+        if t.contains('=') && k == leaf {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 fn print_check_ok(out: &mut dyn Write, s: &Settings) {
     for w in &s.warnings {
         let _ = writeln!(out, "warning: {w}");
+    }
+    if !s.warnings.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} warning(s); the configuration can run",
+            s.warnings.len()
+        );
     }
     let _ = writeln!(out, "configuration: {}", s.sources.join(" + "));
     for j in &s.jails {

@@ -6,6 +6,7 @@
 //! Owns: the window counter and session table of one jail. Receives: events
 //! (from the router) and the ban manager's view of an address's history.
 
+pub mod activity;
 pub mod ignore;
 pub mod session;
 pub mod window;
@@ -20,6 +21,7 @@ use crate::config::resolve::{JailKind, JailSettings};
 use crate::filter::{HitKind, Verdict};
 use crate::syslog::{Event, Peer};
 
+use activity::Activity;
 use session::Sessions;
 use window::WindowCounter;
 
@@ -124,6 +126,8 @@ pub struct Jail {
     sessions: Sessions,
     /// Totals.
     pub stats: JailStats,
+    /// Failures per minute and recent lines (for status).
+    activity: Activity,
 }
 
 impl Jail {
@@ -135,7 +139,18 @@ impl Jail {
             window: WindowCounter::new(cap),
             sessions: Sessions::default(),
             stats: JailStats::default(),
+            activity: Activity::default(),
         }
+    }
+
+    /// Failures per minute and recent lines.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
+    /// Keeps (or stops keeping) the last lines of each failing address.
+    pub fn keep_lines(&mut self, on: bool) {
+        self.activity.keep_lines(on);
     }
 
     /// Keeps the counters of `old` (a reload that left this jail's matching
@@ -144,6 +159,7 @@ impl Jail {
         self.window = old.window;
         self.sessions = old.sessions;
         self.stats = old.stats;
+        self.activity = old.activity;
     }
 
     /// The jail's name.
@@ -177,7 +193,13 @@ impl Jail {
                 self.stats.unattributed_total += 1;
                 Observation::Unattributed
             }
-            Attribution::Failures { ip, count } => self.count(ip, count, now, bans),
+            Attribution::Failures { ip, count } => {
+                let obs = self.count(ip, count, now, bans);
+                if let Observation::Counted { ip, .. } | Observation::Offense { ip, .. } = obs {
+                    self.activity.line(ip, ev, now);
+                }
+                obs
+            }
         }
     }
 
@@ -202,6 +224,7 @@ impl Jail {
             return Observation::AlreadyBanned(ip);
         }
         self.stats.failures_total += u64::from(failures);
+        self.activity.failures(now, failures);
         let s = &self.settings;
         let previous = bans.previous_bans(name, ip, false);
         let weight = s.policy.failure_weight(previous, s.maxretry) * failures;

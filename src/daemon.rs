@@ -329,10 +329,11 @@ impl Daemon {
             } => match parse_ip(&ip) {
                 Err(e) => Response::err(e),
                 Ok(ip) => match self.engine.unban(jail.as_deref(), ip) {
-                    Ok(v) => Response::ok(json!({
-                        "unbanned": v.len(),
-                        "jails": v.iter().map(|b| b.jail.to_string()).collect::<Vec<_>>(),
-                    })),
+                    Ok(v) => {
+                        let mut jails: Vec<String> = v.iter().map(|b| b.jail.to_string()).collect();
+                        jails.sort();
+                        Response::ok(json!({"unbanned": v.len(), "jails": jails}))
+                    }
                     Err(e) => Response::err(e.to_string()),
                 },
             },

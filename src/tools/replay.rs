@@ -333,7 +333,11 @@ fn first_stamp(data: &[u8], reference: SystemTime) -> Option<SystemTime> {
 /// in the future of it belongs to the year before.
 fn initial_reference(first: &[u8], anchor: SystemTime, year: Option<i32>) -> SystemTime {
     if let Some(y) = year {
-        let secs = days_from_civil(i64::from(y), 7, 2) * 86400;
+        // The middle of the year: every date of it is closer than the same
+        // date a year before or after (a tie goes to the earlier year, `y`).
+        let start = days_from_civil(i64::from(y), 1, 1) * 86400;
+        let end = days_from_civil(i64::from(y) + 1, 1, 1) * 86400;
+        let secs = (start + end) / 2;
         return if secs >= 0 {
             UNIX_EPOCH + Duration::from_secs(secs as u64)
         } else {
@@ -586,9 +590,17 @@ mod tests {
         let r = initial_reference(b"Feb  1 00:00:00 sshd[1]: x\n", anchor, None);
         let t = first_stamp(b"Feb  1 00:00:00 sshd[1]: x\n", r).unwrap();
         assert!(rfc3339(t).starts_with("2026-02-01"), "{}", rfc3339(t));
-        let r = initial_reference(b"Feb  1 00:00:00 sshd[1]: x\n", anchor, Some(2019));
-        let t = first_stamp(b"Feb  1 00:00:00 sshd[1]: x\n", r).unwrap();
-        assert!(rfc3339(t).starts_with("2019-02-01"));
+        for (line, year, want) in [
+            ("Feb  1 00:00:00 sshd[1]: x", 2019, "2019-02-01T00:00:00Z"),
+            ("Dec 31 23:59:59 sshd[1]: x", 2026, "2026-12-31T23:59:59Z"),
+            ("Jan  1 00:00:00 sshd[1]: x", 2026, "2026-01-01T00:00:00Z"),
+            ("Dec 31 23:59:59 sshd[1]: x", 2024, "2024-12-31T23:59:59Z"),
+            ("Jan  1 00:00:00 sshd[1]: x", 2024, "2024-01-01T00:00:00Z"),
+        ] {
+            let r = initial_reference(line.as_bytes(), anchor, Some(year));
+            let t = first_stamp(line.as_bytes(), r).unwrap();
+            assert_eq!(rfc3339(t), want);
+        }
     }
 
     #[test]

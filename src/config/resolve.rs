@@ -299,6 +299,12 @@ fn merge(defaults: &RawJail, jail: &RawJail) -> RawJail {
         ipv6_prefix,
         max_tracked,
         uids,
+        destemail,
+        sender,
+        sendername,
+        mta,
+        notify_interval,
+        notify_startstop,
         logpath,
         backend,
         logencoding
@@ -465,13 +471,29 @@ fn resolve_jail_ctx(
         Some(list) if !list.is_empty() => list.clone(),
         _ => vec![raw.banaction.clone().unwrap_or_else(|| "nftables".into())],
     };
+    let notify_keys = crate::notify::JailKeys {
+        destemail: raw.destemail.clone(),
+        sender: raw.sender.clone(),
+        sendername: raw.sendername.clone(),
+        mta: raw.mta.clone(),
+        notify_interval: raw.notify_interval,
+        notify_startstop: raw.notify_startstop,
+    };
     let mut actions = Vec::new();
     for r in &refs {
         match NamedOptions::parse(r)
             .map_err(|e| e.to_string())
             .and_then(|n| JailAction::resolve(&n, &defaults))
+            .and_then(|a| notifier(a, &notify_keys))
         {
-            Ok(a) => actions.push(Arc::new(a)),
+            Ok((a, warnings)) => {
+                if enabled {
+                    for w in warnings {
+                        ctx.warnings.push(format!("{origin}.action: {w}"));
+                    }
+                }
+                actions.push(Arc::new(a))
+            }
             Err(e) => ctx.err(format!("{origin}.action"), e),
         }
     }
@@ -503,6 +525,22 @@ fn resolve_jail_ctx(
         max_tracked,
         uids: raw.uids.clone().unwrap_or_default(),
     })
+}
+
+/// Fills a `mail` / `webhook` action's options from the jail's keys and
+/// checks them (other actions pass through). Returns the action and warnings.
+fn notifier(
+    mut a: JailAction,
+    keys: &crate::notify::JailKeys,
+) -> Result<(JailAction, Vec<String>), String> {
+    let check = match a.kind.as_str() {
+        "mail" => action::mail::validate,
+        "webhook" => action::webhook::validate,
+        _ => return Ok((a, Vec::new())),
+    };
+    keys.fill(&a.kind, &mut a.options);
+    let warnings = check(&a.options)?;
+    Ok((a, warnings))
 }
 
 /// The filter directories for a configuration.

@@ -205,7 +205,15 @@ impl JailKeys {
                 options.entry(k.to_string()).or_insert(v);
             }
         };
-        set("interval", self.notify_interval.map(|t| t.to_string()));
+        // Whole seconds: TimeSpec's display of a zero span ("0ms") is not
+        // something its parser reads back.
+        set(
+            "interval",
+            self.notify_interval.map(|t| match t {
+                TimeSpec::Finite(d) => format!("{}s", d.as_secs()),
+                TimeSpec::Forever => "-1".into(),
+            }),
+        );
         set("startstop", self.notify_startstop.map(|b| b.to_string()));
         if kind == "mail" {
             set("dest", self.destemail.clone());
@@ -888,5 +896,18 @@ mod tests {
         assert!(check_keys("mail", &opts(&[("whios", "true")]), &["whois"]).is_err());
         assert_eq!(lines_wanted("mail", &opts(&[("lines", "5")])), 5);
         assert_eq!(lines_wanted("nftables", &opts(&[("lines", "5")])), 0);
+        let keys = JailKeys {
+            notify_interval: Some(TimeSpec::Finite(Duration::ZERO)),
+            destemail: Some("a@example.org".into()),
+            ..Default::default()
+        };
+        let mut o = opts(&[("dest", "b@example.org")]);
+        keys.fill("mail", &mut o);
+        assert_eq!(o["dest"], "b@example.org", "the brackets win");
+        let c = Common::parse(&o, Duration::from_secs(1)).unwrap();
+        assert_eq!(c.interval, Duration::ZERO);
+        let mut w = opts(&[]);
+        keys.fill("webhook", &mut w);
+        assert!(!w.contains_key("dest"));
     }
 }

@@ -295,12 +295,19 @@ fn mail_metric(d: &Daemon, kind: &str, result: &str) -> f64 {
     ))
 }
 
-/// Every ban so far was applied by the first action within 0.5 s.
+/// Every ban so far was applied by the first action within 1 s (the
+/// notifiers' timeouts in these tests are 3 s and more, so a ban held up by
+/// a notification would land outside).
 fn bans_applied_promptly(d: &Daemon, n: f64) {
     let count = d.metric("banstream_ban_latency_seconds_count");
-    let fast = d.metric("banstream_ban_latency_seconds_bucket{le=\"0.5\"}");
+    let fast = d.metric("banstream_ban_latency_seconds_bucket{le=\"1\"}");
+    let sum = d.metric("banstream_ban_latency_seconds_sum");
+    eprintln!(
+        "ban latency (message received -> log action applied): mean {:.3} ms over {n} bans",
+        sum / count.max(1.0) * 1000.0
+    );
     assert_eq!(count, n, "every ban applied");
-    assert_eq!(fast, n, "every ban applied within 0.5 s");
+    assert_eq!(fast, n, "every ban applied within 1 s");
 }
 
 #[test]
@@ -327,19 +334,19 @@ action = ["log", "mail[whois=true, lines=5]"]
 "#,
         wrap,
     );
+    let failures = |d: &Daemon| d.metric("banstream_failures_total{jail=\"sshd\"}");
+    // A 100 KB user name, over TCP (LF framing); it does not trigger the ban,
+    // so the latency below is that of a normal line.
+    let mut big = fail_line(&"A".repeat(100_000), "203.0.113.10");
+    big.push(b'\n');
+    d.send_tcp(&big);
+    assert!(d.wait_for(10, |d| failures(d) >= 1.0));
     d.send_udp(&fail_line("~!touch /tmp/banstream-pwned", "203.0.113.10"));
+    assert!(d.wait_for(10, |d| failures(d) >= 2.0));
     d.send_udp(&fail_line(
         "x\rBcc: victim@example.org\r\rSubject: pwned",
         "203.0.113.10",
     ));
-    assert!(
-        d.wait_for(10, |d| d.metric("banstream_failures_total{jail=\"sshd\"}")
-            >= 2.0)
-    );
-    // A 100 KB user name, over TCP (LF framing).
-    let mut big = fail_line(&"A".repeat(100_000), "203.0.113.10");
-    big.push(b'\n');
-    d.send_tcp(&big);
     assert!(d.wait_for(10, |d| d.is_banned("sshd", "203.0.113.10")));
 
     let got = sink.wait(1, 30);

@@ -15,7 +15,7 @@
 //! | `sendername` | `banstream` | From display name |
 //! | `mta` | `/usr/sbin/sendmail` | a sendmail-compatible program (msmtp, ssmtp, postfix, exim, BusyBox) |
 //! | `whois` | `false` | add a whois summary of each address (first 5 of a digest) |
-//! | `lines` | `0` | add up to this many of the lines that led to each ban (first 20 of a digest) |
+//! | `lines` | `0` | add up to this many (0–20) of the lines that led to each ban (first 20 of a digest) |
 //! | `interval` | `1m` | digest: at most one mail per interval per jail |
 //! | `startstop` | `false` | also mail when the jail starts and stops |
 //! | `timeout` | `30s` | deadline of one sendmail run |

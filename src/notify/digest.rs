@@ -72,6 +72,11 @@ impl<K: Hash + Eq + Clone, E> Digests<K, E> {
         Added::Opened
     }
 
+    /// Entries listed in the open digest of `key`.
+    pub fn listed(&self, key: &K) -> usize {
+        self.open.get(key).map_or(0, |d| d.entries.len())
+    }
+
     /// When the next digest is due.
     pub fn next_due(&self) -> Option<Instant> {
         self.open.values().map(|d| d.due).min()

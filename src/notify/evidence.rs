@@ -19,14 +19,19 @@ use lru::LruCache;
 use crate::jail::{JailName, Observation};
 use crate::syslog::Event;
 
+// Memory, worst case (lines=20): 2048 addresses x 20 lines x 512 bytes =
+// 20 MiB per jail recording, and as much for the hand-off; 5 MiB each with
+// lines=5.
+
 /// Most lines a notifier may ask for per ban (`lines=`).
-pub const MAX_LINES: usize = 50;
-/// Bytes of a line kept when it is recorded (rendering cuts further).
-const RECORD_CAP: usize = 1024;
+pub const MAX_LINES: usize = 20;
+/// Bytes of a line kept when it is recorded (rendering cuts to
+/// [`super::text::MAX_LINE`]; the rest is only counted).
+const RECORD_CAP: usize = 512;
 /// Addresses whose recent lines a jail keeps.
-const ADDRESSES_PER_JAIL: usize = 4096;
+const ADDRESSES_PER_JAIL: usize = 2048;
 /// Banned (jail, address) pairs whose lines wait for the notifiers.
-const HANDOFF_CAP: usize = 16_384;
+const HANDOFF_CAP: usize = 2048;
 
 /// One failure line as received (foreign text: render it with
 /// [`super::text::quote`]).

@@ -52,6 +52,8 @@ pub use evidence::{Evidence, MatchRecorder, MatchedLine};
 
 /// Bans listed in one digest at most; beyond, they are counted.
 pub const MAX_LISTED: usize = 10_000;
+/// Bans of one digest that carry their matched lines (memory bound).
+pub const MAX_WITH_LINES: usize = 100;
 /// Default digest interval (`notify_interval`).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// Default extra attempts after a failure that may pass.
@@ -442,7 +444,9 @@ impl<C: Channel> Notifier<C> {
             return;
         };
         let common = C::common(&cfg);
-        let matches: Arc<[MatchedLine]> = if common.lines == 0 {
+        let key = (jail.clone(), C::target(&cfg));
+        let listed = self.shared.lock().digests.listed(&key);
+        let matches: Arc<[MatchedLine]> = if common.lines == 0 || listed >= MAX_WITH_LINES {
             Arc::from(Vec::new())
         } else {
             let all = self.evidence.get(jail, ban.ip);
@@ -460,7 +464,6 @@ impl<C: Channel> Notifier<C> {
             matches,
         };
         let interval = common.interval;
-        let key = (jail.clone(), C::target(&cfg));
         let added = {
             let mut st = self.shared.lock();
             st.configs.insert(key.clone(), cfg);

@@ -497,6 +497,16 @@ fn resolve_jail_ctx(
             Err(e) => ctx.err(format!("{origin}.action"), e),
         }
     }
+    if enabled
+        && !actions.is_empty()
+        && actions
+            .iter()
+            .all(|a| crate::notify::KINDS.contains(&a.kind.as_str()))
+    {
+        ctx.warnings.push(format!(
+            "{origin}.action: only notifications, no ban action: nothing will be blocked (add e.g. \"nftables\")"
+        ));
+    }
     let ipv6_prefix = raw.ipv6_prefix.unwrap_or(128);
     if ipv6_prefix == 0 || ipv6_prefix > 128 {
         ctx.err(format!("{origin}.ipv6_prefix"), "must be 1..=128");
@@ -704,6 +714,29 @@ mod tests {
         assert!(err.contains("jail.a.filter"), "{err}");
         assert!(err.contains("jail.b.port"), "{err}");
         assert!(err.contains("jail.c.action"), "{err}");
+    }
+
+    #[test]
+    fn notifier_actions_take_the_jail_keys() {
+        let s = resolve(&loaded(
+            "[jail.x]\nfilter = \"sshd\"\ndestemail = \"a@example.org\"\nnotify_interval = \"5m\"\naction = [\"log\", \"mail[whois=true]\", \"webhook[url=https://example.org/h]\"]\n[jail.y]\nfilter = \"sshd\"\naction = [\"mail\"]\n",
+        ))
+        .unwrap();
+        let x = s.jails.iter().find(|j| j.name.as_str() == "x").unwrap();
+        let mail = x.actions.iter().find(|a| a.kind == "mail").unwrap();
+        assert_eq!(mail.options["dest"], "a@example.org");
+        assert_eq!(mail.options["interval"], "300s");
+        assert_eq!(mail.options["whois"], "true");
+        let hook = x.actions.iter().find(|a| a.kind == "webhook").unwrap();
+        assert_eq!(hook.options["interval"], "300s");
+        assert!(!hook.options.contains_key("dest"));
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("jail.y.action") && w.contains("nothing will be blocked")),
+            "{:?}",
+            s.warnings
+        );
     }
 
     #[test]

@@ -92,12 +92,14 @@ pub async fn run(opts: DaemonOptions, settings: Settings) -> anyhow::Result<()> 
     }
     let metrics = Metrics::new();
     let engine = Engine::new(&settings, metrics.clone());
-    let mut dispatcher = Dispatcher::new(action::default_factory(), metrics.clone());
+    let mut dispatcher = Dispatcher::new(action::default_factory(), metrics.clone())
+        .with_evidence(engine.evidence());
     for j in settings.enabled_jails() {
         for a in &j.actions {
             dispatcher
                 .ensure(&a.kind)
                 .with_context(|| format!("jail {}: action {}", j.name, a.kind))?;
+            dispatcher.jail_started(a.clone());
         }
     }
     let cancel = CancellationToken::new();
@@ -380,6 +382,13 @@ impl Daemon {
                         self.actions = old_actions.clone();
                         self.flush(None);
                         self.actions = actions_of(&new);
+                        for (jail, acts) in &self.actions {
+                            for a in acts {
+                                if !old_actions.get(jail).is_some_and(|o| o.contains(a)) {
+                                    self.dispatcher.jail_started(a.clone());
+                                }
+                            }
+                        }
                         for (jail, acts) in &old_actions {
                             if !self.actions.contains_key(jail) {
                                 for a in acts {

@@ -72,6 +72,8 @@ pub struct Engine {
     effects: Vec<Effect>,
     metrics: Metrics,
     rng: Rng,
+    /// Matched lines for the notifiers that show them.
+    matches: crate::notify::MatchRecorder,
 }
 
 /// A jail in `status` output.
@@ -163,6 +165,7 @@ impl Engine {
             effects: Vec::new(),
             metrics,
             rng: Rng(0x9E37_79B9_7F4A_7C15),
+            matches: Default::default(),
         };
         e.install(settings.enabled_jails().cloned().map(Arc::new).collect());
         e
@@ -196,6 +199,18 @@ impl Engine {
                 .push(JailMetrics::new(&self.metrics, s.name.as_str()));
             self.jails.push(j);
         }
+        self.matches.configure(
+            self.jails
+                .iter()
+                .map(|j| {
+                    let acts = &j.settings.actions;
+                    acts.iter()
+                        .map(|a| crate::notify::lines_wanted(&a.kind, &a.options))
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect(),
+        );
         // Recidive jails read no messages: they are fed by bans.
         self.router = Router::new(self.jails.iter().map(|j| match j.settings.kind {
             JailKind::Recidive => None,
@@ -228,6 +243,11 @@ impl Engine {
         self.index.get(&n).map(|i| &self.jails[*i])
     }
 
+    /// The matched lines of banned addresses, for the notifiers.
+    pub fn evidence(&self) -> crate::notify::Evidence {
+        self.matches.evidence()
+    }
+
     /// The ban manager (read-only).
     pub fn bans(&self) -> &BanManager {
         &self.bans
@@ -258,6 +278,7 @@ impl Engine {
     ) {
         for (i, v) in verdicts {
             let obs = self.jails[*i].observe(ev, *v, now, &self.bans);
+            self.matches.observe(*i, self.jails[*i].name(), &obs, ev);
             self.after_observation(*i, obs, now);
         }
     }

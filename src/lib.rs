@@ -9,7 +9,8 @@
 //! 4. [`jail`] with [`filter`]: failregex / ignoreregex → address → ignore
 //!    list → sliding-window count;
 //! 5. [`ban`]: ban decisions, ban-time policy, expiry — the one owner of ban state;
-//! 6. [`action`]: firewall backends behind one trait, batched on their own threads.
+//! 6. [`action`]: firewall backends behind one trait, batched on their own threads;
+//!    [`notify`] drives the `mail` and `webhook` actions (digests, delivery).
 //!
 //! [`engine`] runs stages 2–5 synchronously for one event (shared by the
 //! daemon and `replay`); [`daemon`] wires everything with channels;
@@ -28,6 +29,7 @@ pub mod filter;
 pub mod http;
 pub mod ingest;
 pub mod jail;
+pub mod notify;
 pub mod router;
 pub mod syslog;
 pub mod telemetry;

@@ -23,8 +23,21 @@
 //!   removes a jail.
 //! - Every address reaching a backend is an [`IpAddr`]; backends run
 //!   commands as argv vectors, never through a shell.
+//! - [`Backend::attach`] hands the backend the daemon's shared handles
+//!   (metrics, matched lines) before `init`; most backends ignore it.
+//! - [`Backend::lifecycle`] tells the backend a jail using it started
+//!   (daemon start, or a reload added it) or stopped (shutdown, or a reload
+//!   removed it); every `Started` is followed by one `Stopped`. Firewall
+//!   backends ignore it (they create objects lazily in `start`); the
+//!   notifiers send their start/stop notices from it.
+//! - The notifiers (`mail`, `webhook`) never return `Err`: delivery happens
+//!   on their own thread with their own retries, so a dead MTA or webhook
+//!   never makes their worker back off, and never touches another kind's
+//!   worker.
 
 pub mod log;
+pub mod mail;
+pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -48,6 +61,8 @@ pub const KNOWN: &[&str] = &[
     "iptables-allports",
     "iptables-ipset",
     "ufw",
+    "mail",
+    "webhook",
 ];
 
 /// Address family of a ban.
@@ -246,10 +261,32 @@ pub struct ActionError {
     pub message: String,
 }
 
+/// Handles a backend may need from the daemon besides its kind.
+#[derive(Clone, Default)]
+pub struct Services {
+    /// Where backends count what they do.
+    pub metrics: Metrics,
+    /// Matched lines of banned addresses (for notifications).
+    pub evidence: crate::notify::Evidence,
+}
+
+/// A jail using a backend started or stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Daemon start, or a reload added the jail.
+    Started,
+    /// Shutdown, or a reload removed the jail.
+    Stopped,
+}
+
 /// A firewall (or other) backend. See the module docs for the protocol.
 pub trait Backend: Send {
     /// The backend's name.
     fn kind(&self) -> &'static str;
+    /// Receives the daemon's shared handles, before `init`.
+    fn attach(&mut self, _services: &Services) {}
+    /// A jail using this backend started or stopped.
+    fn lifecycle(&mut self, _action: &JailAction, _event: Lifecycle) {}
     /// Called once before anything else; adopt leftovers of a crashed run.
     fn init(&mut self) -> Result<(), ActionError> {
         Ok(())
@@ -270,6 +307,8 @@ pub fn default_factory() -> Factory {
     Arc::new(|kind: &str| -> Result<Box<dyn Backend>, ActionError> {
         match kind {
             "log" => Ok(Box::new(log::LogBackend)),
+            "mail" => Ok(Box::new(mail::MailBackend::new(mail::Mail::default()))),
+            "webhook" => Ok(Box::new(webhook::WebhookBackend::new(webhook::Webhook))),
             other => Err(ActionError {
                 backend: other.to_string(),
                 message: "this backend is not available in this build; use --dry-run or banaction = \"log\"".into(),
@@ -283,6 +322,8 @@ enum Msg {
     /// Stop a jail's objects (reload removed the jail); the bans were
     /// already unbanned by requests queued before this.
     StopJail(Arc<JailAction>),
+    /// A jail using the backend started.
+    Started(Arc<JailAction>),
 }
 
 /// Largest batch handed to a backend at once.
@@ -297,6 +338,7 @@ pub struct Dispatcher {
     workers: HashMap<String, (mpsc::Sender<Msg>, JoinHandle<()>)>,
     factory: Factory,
     metrics: Metrics,
+    services: Services,
 }
 
 impl Dispatcher {
@@ -305,8 +347,18 @@ impl Dispatcher {
         Dispatcher {
             workers: HashMap::new(),
             factory,
+            services: Services {
+                metrics: metrics.clone(),
+                evidence: Default::default(),
+            },
             metrics,
         }
+    }
+
+    /// Shares the engine's matched lines with the backends built from now on.
+    pub fn with_evidence(mut self, evidence: crate::notify::Evidence) -> Dispatcher {
+        self.services.evidence = evidence;
+        self
     }
 
     /// Builds and initialises the backend for `kind` now (so start-up fails
@@ -316,6 +368,7 @@ impl Dispatcher {
             return Ok(());
         }
         let mut backend = (self.factory)(kind)?;
+        backend.attach(&self.services);
         backend.init()?;
         let (tx, rx) = mpsc::channel();
         let metrics = self.metrics.clone();
@@ -344,6 +397,16 @@ impl Dispatcher {
         }
         if let Some((tx, _)) = self.workers.get(&kind) {
             let _ = tx.send(Msg::Work(req));
+        }
+    }
+
+    /// Tells the action's backend that its jail started (see [`Backend::lifecycle`]).
+    pub fn jail_started(&mut self, action: Arc<JailAction>) {
+        if self.ensure(&action.kind).is_err() {
+            return; // `submit` reports it at the first ban
+        }
+        if let Some((tx, _)) = self.workers.get(&action.kind) {
+            let _ = tx.send(Msg::Started(action));
         }
     }
 
@@ -379,6 +442,7 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
     let mut started: HashSet<(String, Family)> = HashSet::new();
     let mut started_actions: HashMap<(String, Family), Arc<JailAction>> = HashMap::new();
     let mut pending: Vec<Request> = Vec::new();
+    let mut announced: Vec<Arc<JailAction>> = Vec::new();
     let mut backoff = FIRST_BACKOFF;
     let mut open = true;
     while open || !pending.is_empty() {
@@ -409,6 +473,12 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
         let mut take = |m: Msg, pending: &mut Vec<Request>| match m {
             Msg::Work(r) => pending.push(r),
             Msg::StopJail(a) => stops.push(a),
+            Msg::Started(a) => {
+                if !announced.contains(&a) {
+                    announced.push(a.clone());
+                }
+                backend.lifecycle(&a, Lifecycle::Started);
+            }
         };
         if let Some(m) = first {
             take(m, &mut pending);
@@ -462,6 +532,10 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
             }
         }
         for a in stops {
+            if let Some(i) = announced.iter().position(|x| **x == *a) {
+                announced.remove(i);
+                backend.lifecycle(&a, Lifecycle::Stopped);
+            }
             for fam in [Family::V4, Family::V6] {
                 let key = (a.jail.to_string(), fam);
                 if started.remove(&key) {
@@ -472,6 +546,9 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
                 }
             }
         }
+    }
+    for a in announced {
+        backend.lifecycle(&a, Lifecycle::Stopped);
     }
     let mut keys: Vec<_> = started_actions.into_iter().collect();
     keys.sort_by(|a, b| a.0.cmp(&b.0));

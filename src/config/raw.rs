@@ -309,6 +309,26 @@ pub struct RawJail {
     /// Only count lines that arrived over a unix socket from these uids (lines without credentials still count). Empty: any.
     #[serde(default)]
     pub uids: Option<Vec<u32>>,
+    /// Mail recipients of the `mail` action, comma-separated (default "root@localhost").
+    #[serde(default)]
+    pub destemail: Option<String>,
+    /// From address of the `mail` action (default "banstream@HOSTNAME").
+    #[serde(default)]
+    pub sender: Option<String>,
+    /// From display name of the `mail` action (default "banstream").
+    #[serde(default)]
+    pub sendername: Option<String>,
+    /// The sendmail-compatible program the `mail` action runs as `MTA -t -i -f SENDER`
+    /// (default "/usr/sbin/sendmail"; e.g. "/usr/bin/msmtp"). Never mail(1).
+    #[serde(default)]
+    pub mta: Option<String>,
+    /// Digest interval of the `mail` and `webhook` actions: at most one
+    /// notification per interval per jail, listing every ban in it (default 1m; 0: one per ban).
+    #[serde(default)]
+    pub notify_interval: Option<TimeSpec>,
+    /// Notify when the jail starts and stops, like fail2ban's actionstart/actionstop mails (default false).
+    #[serde(default)]
+    pub notify_startstop: Option<bool>,
     /// fail2ban keys with no meaning in-stream: accepted and ignored.
     #[serde(default)]
     pub logpath: Option<toml::Value>,

@@ -299,6 +299,12 @@ fn merge(defaults: &RawJail, jail: &RawJail) -> RawJail {
         ipv6_prefix,
         max_tracked,
         uids,
+        destemail,
+        sender,
+        sendername,
+        mta,
+        notify_interval,
+        notify_startstop,
         logpath,
         backend,
         logencoding
@@ -465,15 +471,41 @@ fn resolve_jail_ctx(
         Some(list) if !list.is_empty() => list.clone(),
         _ => vec![raw.banaction.clone().unwrap_or_else(|| "nftables".into())],
     };
+    let notify_keys = crate::notify::JailKeys {
+        destemail: raw.destemail.clone(),
+        sender: raw.sender.clone(),
+        sendername: raw.sendername.clone(),
+        mta: raw.mta.clone(),
+        notify_interval: raw.notify_interval,
+        notify_startstop: raw.notify_startstop,
+    };
     let mut actions = Vec::new();
     for r in &refs {
         match NamedOptions::parse(r)
             .map_err(|e| e.to_string())
             .and_then(|n| JailAction::resolve(&n, &defaults))
+            .and_then(|a| notifier(a, &notify_keys))
         {
-            Ok(a) => actions.push(Arc::new(a)),
+            Ok((a, warnings)) => {
+                if enabled {
+                    for w in warnings {
+                        ctx.warnings.push(format!("{origin}.action: {w}"));
+                    }
+                }
+                actions.push(Arc::new(a))
+            }
             Err(e) => ctx.err(format!("{origin}.action"), e),
         }
+    }
+    if enabled
+        && !actions.is_empty()
+        && actions
+            .iter()
+            .all(|a| crate::notify::KINDS.contains(&a.kind.as_str()))
+    {
+        ctx.warnings.push(format!(
+            "{origin}.action: only notifications, no ban action: nothing will be blocked (add e.g. \"nftables\")"
+        ));
     }
     let ipv6_prefix = raw.ipv6_prefix.unwrap_or(128);
     if ipv6_prefix == 0 || ipv6_prefix > 128 {
@@ -503,6 +535,22 @@ fn resolve_jail_ctx(
         max_tracked,
         uids: raw.uids.clone().unwrap_or_default(),
     })
+}
+
+/// Fills a `mail` / `webhook` action's options from the jail's keys and
+/// checks them (other actions pass through). Returns the action and warnings.
+fn notifier(
+    mut a: JailAction,
+    keys: &crate::notify::JailKeys,
+) -> Result<(JailAction, Vec<String>), String> {
+    let check = match a.kind.as_str() {
+        "mail" => action::mail::validate,
+        "webhook" => action::webhook::validate,
+        _ => return Ok((a, Vec::new())),
+    };
+    keys.fill(&a.kind, &mut a.options);
+    let warnings = check(&a.options)?;
+    Ok((a, warnings))
 }
 
 /// The filter directories for a configuration.
@@ -666,6 +714,29 @@ mod tests {
         assert!(err.contains("jail.a.filter"), "{err}");
         assert!(err.contains("jail.b.port"), "{err}");
         assert!(err.contains("jail.c.action"), "{err}");
+    }
+
+    #[test]
+    fn notifier_actions_take_the_jail_keys() {
+        let s = resolve(&loaded(
+            "[jail.x]\nfilter = \"sshd\"\ndestemail = \"a@example.org\"\nnotify_interval = \"5m\"\naction = [\"log\", \"mail[whois=true]\", \"webhook[url=https://example.org/h]\"]\n[jail.y]\nfilter = \"sshd\"\naction = [\"mail\"]\n",
+        ))
+        .unwrap();
+        let x = s.jails.iter().find(|j| j.name.as_str() == "x").unwrap();
+        let mail = x.actions.iter().find(|a| a.kind == "mail").unwrap();
+        assert_eq!(mail.options["dest"], "a@example.org");
+        assert_eq!(mail.options["interval"], "300s");
+        assert_eq!(mail.options["whois"], "true");
+        let hook = x.actions.iter().find(|a| a.kind == "webhook").unwrap();
+        assert_eq!(hook.options["interval"], "300s");
+        assert!(!hook.options.contains_key("dest"));
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("jail.y.action") && w.contains("nothing will be blocked")),
+            "{:?}",
+            s.warnings
+        );
     }
 
     #[test]

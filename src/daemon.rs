@@ -196,7 +196,17 @@ pub async fn run(opts: DaemonOptions, settings: Settings) -> anyhow::Result<()> 
     tokio::task::spawn_blocking(move || dispatcher.shutdown())
         .await
         .context("action shutdown")?;
-    tracing::info!("stopped");
+    // The run's total, so a restart can be accounted for from the logs.
+    let received: u64 = [
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::Unix,
+        Transport::UnixStream,
+    ]
+    .iter()
+    .map(|t| metrics.messages.with_label_values(&[t.as_str()]).get())
+    .sum();
+    tracing::info!(received, "stopped");
     Ok(())
 }
 

@@ -613,3 +613,149 @@ fn busybox_read_buffer_cuts_long_lines_and_never_bans_a_cut_address() {
         d.banned()
     );
 }
+
+// --------------------------------------------------------------- syslog-ng
+
+/// syslog-ng conflicts with rsyslog as a Debian package (both provide
+/// system-log-daemon), so .ci/run unpacks syslog-ng-core privately into
+/// target/ci-tools/syslog-ng instead of installing it.
+fn syslog_ng_root() -> Option<PathBuf> {
+    let root = std::env::var_os("BANSTREAM_SYSLOG_NG_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci-tools/syslog-ng"));
+    root.join("usr/sbin/syslog-ng").is_file().then_some(root)
+}
+
+struct SyslogNg {
+    _proc: Proc,
+    socket: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl SyslogNg {
+    fn command(root: &Path) -> (Command, String) {
+        let lib = root.join("usr/lib/syslog-ng");
+        let version = std::fs::read_dir(&lib)
+            .ok()
+            .and_then(|r| {
+                r.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .find(|n| n.chars().next().is_some_and(|c| c.is_ascii_digit()))
+            })
+            .expect("syslog-ng module directory");
+        let mut c = Command::new(root.join("usr/sbin/syslog-ng"));
+        c.env("LD_LIBRARY_PATH", &lib)
+            .arg(format!("--module-path={}", lib.join(&version).display()));
+        (c, version)
+    }
+
+    fn start(root: &Path, port: u16) -> SyslogNg {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let (_, version) = Self::command(root);
+        let socket = d.join("log.sock");
+        // The example, pointed at the test port, its disk buffer kept in
+        // the test directory instead of /var/lib/syslog-ng.
+        let example = example_at("syslog-ng/banstream.conf", port).replace(
+            "disk-buffer(reliable(yes)",
+            &format!("disk-buffer(dir(\"{}\") reliable(yes)", d.display()),
+        );
+        std::fs::write(d.join("banstream.conf"), example).unwrap();
+        let conf = d.join("syslog-ng.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "@version: {version}\noptions {{ stats-freq(0); }};\nsource s_sys {{ unix-dgram(\"{}\"); }};\n@include \"{}\"\n",
+                socket.display(),
+                d.join("banstream.conf").display()
+            ),
+        )
+        .unwrap();
+        let (mut check, _) = Self::command(root);
+        let out = check
+            .arg("-f")
+            .arg(&conf)
+            .arg("--syntax-only")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "syslog-ng --syntax-only: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (mut run, _) = Self::command(root);
+        let child = run
+            .arg("-F")
+            .arg("-f")
+            .arg(&conf)
+            .arg(format!("--persist-file={}", d.join("persist").display()))
+            .arg(format!("--pidfile={}", d.join("pid").display()))
+            .arg(format!("--control={}", d.join("ctl").display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(d.join("err")).unwrap()))
+            .spawn()
+            .expect("spawn syslog-ng");
+        let proc = Proc(child);
+        assert!(
+            wait_path(&socket, 10),
+            "syslog-ng did not create its socket"
+        );
+        SyslogNg {
+            _proc: proc,
+            socket,
+            dir,
+        }
+    }
+}
+
+#[test]
+fn syslog_ng_example_bans_over_tcp_rfc5424() {
+    let root = syslog_ng_root();
+    crate::require!(
+        root.is_some() && have("logger"),
+        "syslog-ng not unpacked in target/ci-tools/syslog-ng (.ci/run does it) or logger missing"
+    );
+    let root = root.unwrap();
+    let d = start_listening("tcp = [\"127.0.0.1:0\"]", &sshd_jail(3), None);
+    let sng = SyslogNg::start(&root, d.tcp[0].port());
+    let log = |tag: &str, msg: &str| {
+        let out = Command::new("logger")
+            .arg("-u")
+            .arg(&sng.socket)
+            .args(["-t", tag, "-i", msg])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    };
+    log(
+        "cron",
+        "Failed password for root from 203.0.113.69 port 1 ssh2",
+    );
+    log("banstream", "Ban jail=sshd ip=203.0.113.68");
+    for _ in 0..3 {
+        log(
+            "sshd-session",
+            "Failed password for root from 203.0.113.61 port 4711 ssh2",
+        );
+    }
+    for _ in 0..2 {
+        log(
+            "login",
+            "pam_unix(login:auth): authentication failure; logname=LOGIN uid=0 euid=0 tty=tty1 ruser= rhost=192.0.2.61  user=root",
+        );
+    }
+    assert!(
+        d.wait_for(15, |d| d.is_banned("sshd", "203.0.113.61")
+            && d.is_banned("pam-generic", "192.0.2.61")),
+        "{:?}\n{}\nsyslog-ng:\n{}",
+        d.banned(),
+        d.log_text(),
+        std::fs::read_to_string(sng.dir.path().join("err")).unwrap_or_default()
+    );
+    assert_eq!(
+        d.metric("banstream_messages_total{transport=\"tcp\"}"),
+        5.0,
+        "cron and banstream lines are not forwarded"
+    );
+}

@@ -4,6 +4,7 @@
 mod common;
 
 mod cli;
+mod deploy;
 mod ingest;
 mod injection;
 mod senders;

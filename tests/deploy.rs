@@ -403,3 +403,70 @@ fn static_musl_release_build() {
         .unwrap();
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
 }
+
+// ---------------------------------------------------------------- APKBUILD
+
+#[test]
+fn apkbuild_package_installs_a_checkable_service() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let apk = example("alpine/APKBUILD");
+    for f in [&apk, &example("alpine/banstream.pre-install")] {
+        let out = Command::new("sh").arg("-n").arg(f).output().unwrap();
+        assert!(out.status.success(), "sh -n {f:?}");
+    }
+    // A build directory shaped like the release tarball, with the binary
+    // under test standing in for target/release/banstream.
+    let tmp = tempfile::tempdir().unwrap();
+    let build = tmp.path().join("build");
+    std::fs::create_dir_all(build.join("target/release")).unwrap();
+    for d in ["conf", "examples", "README.md"] {
+        std::os::unix::fs::symlink(root.join(d), build.join(d)).unwrap();
+    }
+    std::os::unix::fs::symlink(bin(), build.join("target/release/banstream")).unwrap();
+    let pkg = tmp.path().join("pkg");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "set -e; . '{}'; cd '{}'; package",
+            apk.display(),
+            build.display()
+        ))
+        .env("pkgdir", &pkg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "package(): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "usr/bin/banstream",
+        "etc/init.d/banstream",
+        "etc/conf.d/banstream",
+        "etc/banstream/banstream.toml",
+        "etc/banstream/filters/sshd.toml",
+        "etc/banstream/filters/ufw-port-scan.toml",
+        "var/lib/banstream",
+        "usr/share/doc/banstream/examples/rsyslog/banstream-tcp.conf",
+    ] {
+        assert!(pkg.join(f).exists(), "{f} not packaged");
+    }
+    let mode = std::fs::metadata(pkg.join("etc/init.d/banstream"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    // The packaged configuration passes `banstream check` with the packaged filters.
+    let out = Command::new(pkg.join("usr/bin/banstream"))
+        .args(["check", "-c"])
+        .arg(pkg.join("etc/banstream/banstream.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("etc/banstream/banstream.toml"), "{text}");
+}

@@ -75,6 +75,8 @@ struct Daemon {
     http: Option<SocketAddr>,
     started: Instant,
     internal: mpsc::Sender<Internal>,
+    /// Counts banstream's own log lines received back (never routed).
+    own_log: prometheus::IntCounter,
 }
 
 fn actions_of(settings: &Settings) -> HashMap<JailName, Vec<Arc<JailAction>>> {
@@ -153,6 +155,7 @@ pub async fn run(opts: DaemonOptions, settings: Settings) -> anyhow::Result<()> 
         http,
         started: Instant::now(),
         internal: internal_tx,
+        own_log: metrics.dropped.with_label_values(&["own_log"]),
     };
     let mut batch = Vec::with_capacity(BATCH);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
@@ -195,7 +198,17 @@ pub async fn run(opts: DaemonOptions, settings: Settings) -> anyhow::Result<()> 
     tokio::task::spawn_blocking(move || dispatcher.shutdown())
         .await
         .context("action shutdown")?;
-    tracing::info!("stopped");
+    // The run's total, so a restart can be accounted for from the logs.
+    let received: u64 = [
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::Unix,
+        Transport::UnixStream,
+    ]
+    .iter()
+    .map(|t| metrics.messages.with_label_values(&[t.as_str()]).get())
+    .sum();
+    tracing::info!(received, "stopped");
     Ok(())
 }
 
@@ -241,6 +254,12 @@ impl Daemon {
     fn process(&mut self, f: &Frame) {
         let text = syslog::decode(&f.data);
         let ev = syslog::parse(&text, &ParseContext::live(f.peer, f.received));
+        if ev.program == self.settings.log.ident {
+            // Our own log line came back (syslogd forwards everything):
+            // count it, log nothing, so it can never become a cycle.
+            self.own_log.inc();
+            return;
+        }
         if self.engine.on_event(&ev, f.received) > 0 && self.engine.has_effects() {
             self.flush(Some(f.instant));
         }

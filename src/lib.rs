@@ -15,7 +15,8 @@
 //! [`engine`] runs stages 2–5 synchronously for one event (shared by the
 //! daemon and `replay`); [`daemon`] wires everything with channels;
 //! [`control`] and [`http`] observe it; [`telemetry`] logs and counts;
-//! [`config`] reads the TOML layers into runtime settings.
+//! [`config`] reads the TOML layers into runtime settings; [`service`]
+//! sets up logging and drops root before any of it starts.
 
 pub mod action;
 pub mod addr;
@@ -31,6 +32,7 @@ pub mod ingest;
 pub mod jail;
 pub mod notify;
 pub mod router;
+pub mod service;
 pub mod syslog;
 pub mod telemetry;
 pub mod tools;

@@ -4,6 +4,8 @@
 mod common;
 
 mod cli;
+mod deploy;
 mod ingest;
 mod injection;
 mod notify;
+mod senders;

@@ -34,6 +34,9 @@ pub struct RawConfig {
     /// banstream's own logging.
     #[serde(default)]
     pub log: RawLog,
+    /// Running as a service: the user to drop to after start-up.
+    #[serde(default)]
+    pub run: RawRun,
     /// Values every jail inherits.
     #[serde(default)]
     pub defaults: RawJail,
@@ -172,6 +175,40 @@ pub struct RawLog {
     /// error, warn, info, debug or trace, or a tracing filter (default "info"; RUST_LOG wins).
     #[serde(default)]
     pub level: Option<String>,
+    /// Where log lines go: "stderr" (default; supervise-daemon captures it) or "syslog".
+    #[serde(default)]
+    pub target: Option<String>,
+    /// With `target = "syslog"`: the local syslog socket (default "/dev/log").
+    /// Lines that cannot be sent (no syslogd yet, buffer full) go to stderr.
+    #[serde(default)]
+    pub syslog_socket: Option<PathBuf>,
+    /// With `target = "syslog"`: the facility (default "daemon").
+    #[serde(default)]
+    pub facility: Option<String>,
+    /// The program name banstream logs as (default "banstream"). Messages
+    /// received with this program are never routed to a jail, so banstream's
+    /// own lines cannot loop back into its input.
+    #[serde(default)]
+    pub ident: Option<String>,
+}
+
+/// `[run]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRun {
+    /// Started as root, drop to this user once the configuration is read
+    /// (default: stay as started). The runtime and state directories are
+    /// created and given to it first.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Group to drop to (default: the user's primary group).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Capabilities kept after the drop, in the ambient set so that the
+    /// firewall commands banstream runs inherit them (default
+    /// ["net_admin", "net_bind_service"]; add "net_raw" for iptables-legacy).
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
 }
 
 /// `[fail2ban]`.

@@ -19,6 +19,8 @@ use crate::ban::policy::BanTimePolicy;
 use crate::filter::{self, Filter, NamedOptions};
 use crate::jail::ignore::IgnoreList;
 use crate::jail::JailName;
+use crate::service::logging::LogSettings;
+use crate::service::privileges::{RunSettings, ServicePaths};
 
 /// An inet listener.
 #[derive(Clone, Debug, PartialEq)]
@@ -126,6 +128,10 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// Log level / filter.
     pub log_level: String,
+    /// Log target and ident.
+    pub log: LogSettings,
+    /// The user to drop to after start-up, if any.
+    pub run: Option<RunSettings>,
     /// Jails in name order (disabled ones included, `enabled = false`).
     pub jails: Vec<JailSettings>,
     /// The fail2ban tree to load, if any.
@@ -140,6 +146,34 @@ impl Settings {
     /// The enabled jails.
     pub fn enabled_jails(&self) -> impl Iterator<Item = &JailSettings> {
         self.jails.iter().filter(|j| j.enabled)
+    }
+
+    /// What the service user must own or be able to write (`[run] user`).
+    pub fn service_paths(&self) -> ServicePaths {
+        let mut need = Vec::new();
+        let parents = std::iter::once(&self.control_socket)
+            .chain(std::iter::once(&self.database))
+            .chain(self.listen.unix.iter().map(|u| &u.path))
+            .chain(self.listen.unix_stream.iter().map(|u| &u.path));
+        for p in parents {
+            if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !need.iter().any(|n: &PathBuf| n == d) {
+                    need.push(d.to_path_buf());
+                }
+            }
+        }
+        let db = self.database.display().to_string();
+        ServicePaths {
+            own_dirs: vec![self.runtime_dir.clone(), self.state_dir.clone()],
+            need_dirs: need,
+            own_files: ["", "-wal", "-shm", "-journal"]
+                .iter()
+                .map(|s| PathBuf::from(format!("{db}{s}")))
+                .collect(),
+            xtables_lock: self
+                .enabled_jails()
+                .any(|j| j.actions.iter().any(|a| a.kind.starts_with("iptables"))),
+        }
     }
 
     /// Replaces every action with `log` (`run --dry-run`).
@@ -581,16 +615,37 @@ pub fn resolve(loaded: &Loaded) -> Result<Settings, ConfigError> {
         errors: Vec::new(),
         warnings: Vec::new(),
     };
-    let runtime_dir = raw
-        .paths
-        .runtime_dir
-        .clone()
-        .unwrap_or_else(paths::default_runtime_dir);
-    let state_dir = raw
-        .paths
-        .state_dir
-        .clone()
-        .unwrap_or_else(paths::default_state_dir);
+    let run = match RunSettings::resolve(&raw.run) {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.err("run", e);
+            None
+        }
+    };
+    let log = match LogSettings::resolve(&raw.log) {
+        Ok(l) => l,
+        Err(e) => {
+            ctx.err("log", e);
+            LogSettings::default()
+        }
+    };
+    // A config that names a service user is a system service: the system
+    // directories, whatever uid reads it (the daemon after its drop, or
+    // root running `banstream status`).
+    let runtime_dir = raw.paths.runtime_dir.clone().unwrap_or_else(|| {
+        if run.is_some() {
+            PathBuf::from(paths::SYSTEM_RUNTIME_DIR)
+        } else {
+            paths::default_runtime_dir()
+        }
+    });
+    let state_dir = raw.paths.state_dir.clone().unwrap_or_else(|| {
+        if run.is_some() {
+            PathBuf::from(paths::SYSTEM_STATE_DIR)
+        } else {
+            paths::default_state_dir()
+        }
+    });
     let l = &raw.listen;
     let listen = ListenSettings {
         udp: inet(&mut ctx, "udp", &l.udp),
@@ -645,6 +700,26 @@ pub fn resolve(loaded: &Loaded) -> Result<Settings, ConfigError> {
             jails.push(js);
         }
     }
+    if let Some(r) = &run {
+        for j in jails.iter().filter(|j| j.enabled) {
+            if j.actions.iter().any(|a| a.kind == "ufw") {
+                ctx.err(
+                    format!("jail.{}.banaction", j.name),
+                    format!("ufw refuses to run as a user other than root, and run.user = {:?}: use nftables or iptables-*, or remove run.user", r.user),
+                );
+            }
+        }
+        for u in listen.unix.iter().chain(&listen.unix_stream) {
+            if !u.path.starts_with(&runtime_dir) {
+                ctx.warnings.push(format!(
+                    "listen: {} is outside the runtime directory {}: user {:?} must be able to create it",
+                    u.path.display(),
+                    runtime_dir.display(),
+                    r.user
+                ));
+            }
+        }
+    }
     if !ctx.errors.is_empty() {
         return Err(if ctx.errors.len() == 1 {
             ctx.errors.remove(0)
@@ -661,6 +736,8 @@ pub fn resolve(loaded: &Loaded) -> Result<Settings, ConfigError> {
         runtime_dir,
         state_dir,
         log_level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
+        log,
+        run,
         jails,
         fail2ban_dir: raw.fail2ban.as_ref().map(|f| f.dir.clone()),
         warnings: ctx.warnings,

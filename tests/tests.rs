@@ -6,3 +6,5 @@ mod common;
 mod cli;
 mod ingest;
 mod injection;
+mod firewall;
+mod netns;

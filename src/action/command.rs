@@ -201,6 +201,39 @@ impl<'a> Tags<'a> {
     }
 }
 
+/// Checks, at configuration time, that every template of `t` expands for
+/// action `a`: static tags resolve and no value with a shell metacharacter
+/// lands in shell code. Per-ban values (addresses, numbers) cannot carry
+/// metacharacters, so a template that passes here cannot be refused later.
+pub fn validate(t: &CommandTemplates, a: &JailAction) -> Result<(), String> {
+    let probe = Ban {
+        jail: a.jail.clone(),
+        ip: std::net::IpAddr::from([192, 0, 2, 1]),
+        start: UNIX_EPOCH,
+        bantime: crate::config::TimeSpec::Forever,
+        expires: None,
+        failures: 1,
+        ban_count: 1,
+        origin: crate::ban::BanOrigin::Manual,
+    };
+    for (key, list) in [
+        ("actionstart", &t.start),
+        ("actionstop", &t.stop),
+        ("actioncheck", &t.check),
+        ("actionban", &t.ban),
+        ("actionunban", &t.unban),
+    ] {
+        for (i, tpl) in list.iter().enumerate() {
+            for family in [Family::V4, Family::V6] {
+                Tags::new(t, a, family, Some(&probe))
+                    .command(tpl)
+                    .map_err(|e| format!("{}.{key}[{i}]: {e}", t.origin))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs one list of templates in order.
 fn run_list(
     t: &CommandTemplates,

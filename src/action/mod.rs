@@ -225,6 +225,9 @@ impl JailAction {
                 a.kind, a.name, a.kind
             ));
         }
+        if let Some(t) = &a.command {
+            command::validate(t, &a)?;
+        }
         if !a
             .blocktype
             .bytes()

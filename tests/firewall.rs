@@ -181,7 +181,10 @@ fn round_trip(kind: &str) {
     let allports = kind == "iptables-allports";
     let open = Duration::from_secs(2);
     for dst in [VICTIM4, VICTIM6] {
-        assert!(net.until_open(dst, COVERED, open), "{kind}: no path to {dst} before the ban");
+        assert!(
+            net.until_open(dst, COVERED, open),
+            "{kind}: no path to {dst} before the ban"
+        );
     }
     let d = start(&net, &jail(kind, ""), None, Vec::new());
     for (attacker, dst) in [(ATTACKER4, VICTIM4), (ATTACKER6, VICTIM6)] {
@@ -197,7 +200,10 @@ fn round_trip(kind: &str) {
             )
         });
         eprintln!("{kind}: {attacker} blocked {took:?} after the triggering message");
-        assert!(took < Duration::from_secs(1), "{kind}: {attacker} blocked only after {took:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "{kind}: {attacker} blocked only after {took:?}"
+        );
         // A port-limited jail leaves other ports reachable; allports does not.
         assert_eq!(
             net.attacker_connects(dst, OTHER, Duration::from_millis(500)),
@@ -222,7 +228,9 @@ fn round_trip(kind: &str) {
     cli_ok(&d, &["ban", "sshd", ATTACKER4]);
     cli_ok(&d, &["ban", "sshd", ATTACKER6]);
     for dst in [VICTIM4, VICTIM6] {
-        assert!(net.until_blocked(dst, COVERED, Duration::from_secs(3)).is_some());
+        assert!(net
+            .until_blocked(dst, COVERED, Duration::from_secs(3))
+            .is_some());
     }
     let dir = d.into_dir(); // SIGKILL
     assert!(
@@ -239,7 +247,11 @@ fn round_trip(kind: &str) {
     while !marker(&net) && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(marker(&net), "{kind}: marker ban never applied\n{}", d.log_text());
+    assert!(
+        marker(&net),
+        "{kind}: marker ban never applied\n{}",
+        d.log_text()
+    );
     assert_no_duplicates(kind, &net);
     assert!(!net.attacker_connects(VICTIM6, COVERED, Duration::from_millis(300)));
 
@@ -306,12 +318,21 @@ fn bulk(kind: &str) {
     let count = |net: &NetPair| -> usize {
         match kind {
             "nftables" => {
-                let out = net.exec_text(&["nft", "-j", "list", "set", "inet", "banstream", "f2b-bulk-v4"]);
+                let out = net.exec_text(&[
+                    "nft",
+                    "-j",
+                    "list",
+                    "set",
+                    "inet",
+                    "banstream",
+                    "f2b-bulk-v4",
+                ]);
                 serde_json::from_str::<serde_json::Value>(&out)
                     .ok()
                     .and_then(|v| {
                         v["nftables"].as_array()?.iter().find_map(|i| {
-                            i.get("set").map(|s| s["elem"].as_array().map_or(0, Vec::len))
+                            i.get("set")
+                                .map(|s| s["elem"].as_array().map_or(0, Vec::len))
                         })
                     })
                     .unwrap_or(0)
@@ -338,7 +359,12 @@ fn bulk(kind: &str) {
     }
     let took = t.elapsed();
     let n = count(&net);
-    assert_eq!(n, N as usize, "{kind}: {n} of {N} bans in the kernel\n{}", d.log_text());
+    assert_eq!(
+        n,
+        N as usize,
+        "{kind}: {n} of {N} bans in the kernel\n{}",
+        d.log_text()
+    );
     assert_eq!(d.banned().len(), N as usize);
     let t = Instant::now();
     assert!(d.stop(), "{}", d.log_text());
@@ -351,7 +377,10 @@ fn bulk(kind: &str) {
 
 #[test]
 fn bulk_20000_bans_through_nftables() {
-    require!(missing("nftables").is_none(), missing("nftables").unwrap_or_default());
+    require!(
+        missing("nftables").is_none(),
+        missing("nftables").unwrap_or_default()
+    );
     bulk("nftables");
 }
 
@@ -364,7 +393,10 @@ fn bulk_20000_bans_through_ipset() {
 
 #[test]
 fn failing_firewall_command_is_counted_retried_and_the_ban_kept() {
-    require!(missing("nftables").is_none(), missing("nftables").unwrap_or_default());
+    require!(
+        missing("nftables").is_none(),
+        missing("nftables").unwrap_or_default()
+    );
     let net = NetPair::new();
     let _l = net.listen(COVERED);
     // A wrapper `nft` first on PATH that fails while a flag file exists.
@@ -388,16 +420,26 @@ fn failing_firewall_command_is_counted_retried_and_the_ban_kept() {
         ),
     )
     .expect("wrapper");
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
-    let path = format!("PATH={}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let path = format!(
+        "PATH={}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let mut wrap = net.wrap();
     wrap.extend(["env".to_string(), path]);
     let mut d = start(&net, &jail("nftables", ""), None, wrap);
     std::fs::write(&flag, "").expect("flag");
     fail(&d, ATTACKER4);
     fail(&d, ATTACKER4);
-    assert!(d.wait_for(5, |d| d.is_banned("sshd", ATTACKER4)), "ban not decided");
+    assert!(
+        d.wait_for(5, |d| d.is_banned("sshd", ATTACKER4)),
+        "ban not decided"
+    );
     let errors = |d: &Daemon| {
         let text = net.http_get(d.http.expect("http"), "/metrics");
         crate::common::metric_value(
@@ -410,20 +452,28 @@ fn failing_firewall_command_is_counted_retried_and_the_ban_kept() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let failed = errors(&d);
-    assert!(failed >= 3.0, "failures not counted and retried: {failed}\n{}", d.log_text());
+    assert!(
+        failed >= 3.0,
+        "failures not counted and retried: {failed}\n{}",
+        d.log_text()
+    );
     assert!(
         net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(500)),
         "nothing can be in the kernel while nft fails"
     );
     std::fs::remove_file(&flag).expect("unflag");
     assert!(
-        net.until_blocked(VICTIM4, COVERED, Duration::from_secs(15)).is_some(),
+        net.until_blocked(VICTIM4, COVERED, Duration::from_secs(15))
+            .is_some(),
         "the ban was lost after the firewall recovered\n{}",
         d.log_text()
     );
     let log = d.log_text();
     let logged = log.matches("action failed, will retry").count();
-    assert!(log.contains("injected failure"), "the error must carry nft's stderr:\n{log}");
+    assert!(
+        log.contains("injected failure"),
+        "the error must carry nft's stderr:\n{log}"
+    );
     assert!(
         logged >= 1 && (logged as f64) < failed,
         "a burst of {failed} failures must be logged once, not {logged} times:\n{log}"
@@ -474,11 +524,22 @@ banaction = "record"
     });
     cli_ok(&d, &["ban", "cmd", "192.0.2.44"]);
     let banned = out.join("ban-192.0.2.44");
-    assert!(d.wait_for(10, |_| banned.exists()), "actionban did not run\n{}", d.log_text());
+    assert!(
+        d.wait_for(10, |_| banned.exists()),
+        "actionban did not run\n{}",
+        d.log_text()
+    );
     let notes = std::fs::read_to_string(out.join("notes")).unwrap_or_default();
-    assert_eq!(notes, format!("{note} 192.0.2.44 3600\n"), "the value must arrive verbatim");
+    assert_eq!(
+        notes,
+        format!("{note} 192.0.2.44 3600\n"),
+        "the value must arrive verbatim"
+    );
     cli_ok(&d, &["unban", "192.0.2.44"]);
-    assert!(d.wait_for(10, |_| !banned.exists()), "actionunban did not run");
+    assert!(
+        d.wait_for(10, |_| !banned.exists()),
+        "actionunban did not run"
+    );
     assert!(d.stop());
     for i in 1..=6 {
         assert!(
@@ -505,9 +566,44 @@ banaction = "record"
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
-    assert!(!check.status.success(), "check accepted shell code with a hostile tag");
+    assert!(
+        !check.status.success(),
+        "check accepted shell code with a hostile tag"
+    );
     assert!(
         err.contains("action.record.actionban[1]") && err.contains("<note>"),
         "{err}"
     );
+}
+
+#[test]
+fn reload_removing_a_jail_removes_its_firewall_objects() {
+    require!(
+        missing("nftables").is_none(),
+        missing("nftables").unwrap_or_default()
+    );
+    let net = NetPair::new();
+    let both = format!(
+        "{}\n[jail.web]\nenabled = true\nfilter = \"sshd\"\nmaxretry = 2\nport = \"{OTHER}\"\nbanaction = \"nftables\"\n",
+        jail("nftables", "")
+    );
+    let mut d = start(&net, &both, None, Vec::new());
+    cli_ok(&d, &["ban", "sshd", ATTACKER4]);
+    cli_ok(&d, &["ban", "web", ATTACKER4]);
+    let has = |n: &NetPair, what: &str| n.exec_text(&["nft", "list", "ruleset"]).contains(what);
+    assert!(d.wait_for(5, |_| has(&net, "chain f2b-web-v4")
+        && has(&net, "chain f2b-sshd-v4")));
+    std::fs::write(d.path().join("conf.d/50-test.toml"), jail("nftables", "")).expect("config");
+    cli_ok(&d, &["reload"]);
+    assert!(
+        d.wait_for(5, |_| !has(&net, "f2b-web")),
+        "the removed jail's set and chain are still there:\n{}",
+        dump(&net)
+    );
+    assert!(
+        has(&net, "chain f2b-sshd-v4"),
+        "the remaining jail lost its chain"
+    );
+    assert!(d.stop());
+    assert_clean(&net, "after reload and stop");
 }

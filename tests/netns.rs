@@ -56,8 +56,18 @@ impl NetPair {
         ip(&["netns", "add", &pair.victim]);
         ip(&["netns", "add", &pair.attacker]);
         ip(&[
-            "link", "add", &vv, "netns", &pair.victim, "type", "veth", "peer", "name", &va,
-            "netns", &pair.attacker,
+            "link",
+            "add",
+            &vv,
+            "netns",
+            &pair.victim,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &va,
+            "netns",
+            &pair.attacker,
         ]);
         for (ns, dev, v4, v6) in [
             (&pair.victim, &vv, VICTIM4, VICTIM6),
@@ -183,8 +193,8 @@ pub struct Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        // SAFETY-free: shutdown(2) on a descriptor the thread still owns
-        // wakes its accept() with an error.
+        // shutdown(2) on the descriptor the thread still owns wakes its
+        // accept() with an error, so the thread ends.
         let _ = nix::sys::socket::shutdown(self.fd, nix::sys::socket::Shutdown::Both);
         if let Some(t) = self.thread.take() {
             let _ = t.join();

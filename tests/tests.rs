@@ -4,7 +4,7 @@
 mod common;
 
 mod cli;
+mod firewall;
 mod ingest;
 mod injection;
-mod firewall;
 mod netns;

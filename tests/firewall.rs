@@ -393,25 +393,25 @@ fn bulk_20000_bans_through_ipset() {
 
 #[test]
 fn failing_firewall_command_is_counted_retried_and_the_ban_kept() {
-    require!(
-        missing("nftables").is_none(),
-        missing("nftables").unwrap_or_default()
-    );
+    // ipset, because its commands are separate programs a wrapper can
+    // intercept (nftables runs in-process through libnftables).
+    let kind = "iptables-ipset";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
     let net = NetPair::new();
     let _l = net.listen(COVERED);
-    // A wrapper `nft` first on PATH that fails while a flag file exists.
+    // A wrapper `ipset` first on PATH that fails while a flag file exists.
     let bin = tempfile::tempdir().expect("tempdir");
     let flag = bin.path().join("fail");
     let real = String::from_utf8_lossy(
         &std::process::Command::new("sh")
-            .args(["-c", "command -v nft"])
+            .args(["-c", "command -v ipset"])
             .output()
             .expect("sh")
             .stdout,
     )
     .trim()
     .to_string();
-    let wrapper = bin.path().join("nft");
+    let wrapper = bin.path().join("ipset");
     std::fs::write(
         &wrapper,
         format!(
@@ -432,7 +432,7 @@ fn failing_firewall_command_is_counted_retried_and_the_ban_kept() {
     );
     let mut wrap = net.wrap();
     wrap.extend(["env".to_string(), path]);
-    let mut d = start(&net, &jail("nftables", ""), None, wrap);
+    let mut d = start(&net, &jail(kind, ""), None, wrap);
     std::fs::write(&flag, "").expect("flag");
     fail(&d, ATTACKER4);
     fail(&d, ATTACKER4);
@@ -444,7 +444,7 @@ fn failing_firewall_command_is_counted_retried_and_the_ban_kept() {
         let text = net.http_get(d.http.expect("http"), "/metrics");
         crate::common::metric_value(
             &text,
-            "banstream_action_errors_total{action=\"nftables\",jail=\"sshd\"}",
+            "banstream_action_errors_total{action=\"iptables-ipset\",jail=\"sshd\"}",
         )
     };
     let t = Instant::now();
@@ -459,7 +459,7 @@ fn failing_firewall_command_is_counted_retried_and_the_ban_kept() {
     );
     assert!(
         net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(500)),
-        "nothing can be in the kernel while nft fails"
+        "nothing can be in the kernel while ipset fails"
     );
     std::fs::remove_file(&flag).expect("unflag");
     assert!(

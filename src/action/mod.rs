@@ -27,6 +27,7 @@
 pub mod command;
 pub mod ipset;
 pub mod iptables;
+pub mod libnft;
 pub mod log;
 pub mod nftables;
 pub mod run;

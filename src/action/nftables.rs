@@ -16,7 +16,8 @@
 //! A chain per (jail, family) makes `start` one idempotent transaction
 //! (`add` the set and chain, `flush` the chain, `add` its rule: no rule
 //! handles to track, no duplicates) and `stop` a plain delete. Every batch of
-//! bans and unbans is one `nft -f -` transaction, all or nothing. Elements
+//! bans and unbans is one nft transaction, all or nothing, run in-process
+//! through libnftables when it is installed (else by `nft -f -`). Elements
 //! carry the ban's remaining time as kernel timeout (plus a second of grace
 //! so banstream's own unban normally comes first), so bans end even if
 //! banstream dies; permanent bans have none.
@@ -34,6 +35,7 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
+use super::libnft::LibNft;
 use super::run::{argv, run, run_for, COMMAND_TIMEOUT};
 use super::{kernel_timeout, ActionError, Backend, Family, JailAction, Op, Request};
 use crate::config::services::{PortSpec, Protocol};
@@ -110,6 +112,8 @@ fn hook(a: &JailAction) -> &'static str {
 /// `nftables`.
 #[derive(Default)]
 pub struct NftBackend {
+    /// libnftables, when installed; else the `nft` program is run.
+    lib: Option<LibNft>,
     /// Set name → addresses in it, as far as we know.
     sets: HashMap<String, HashSet<IpAddr>>,
     /// (set name) pairs started by this run.
@@ -124,8 +128,38 @@ impl NftBackend {
         NftBackend::default()
     }
 
-    fn nft(&self, script: &str) -> Result<(), ActionError> {
-        run_for(KIND, &argv(&["nft", "-f", "-"]), Some(script.as_bytes())).map(|_| ())
+    /// Runs a script as one transaction; `Err` is nft's error text.
+    fn exec(&mut self, script: &str) -> Result<(), String> {
+        match &mut self.lib {
+            Some(lib) => lib.run(script),
+            None => run(
+                &argv(&["nft", "-f", "-"]),
+                Some(script.as_bytes()),
+                COMMAND_TIMEOUT,
+            )
+            .map(|_| ())
+            .map_err(|f| f.into_error(KIND).message),
+        }
+    }
+
+    fn nft(&mut self, script: &str) -> Result<(), ActionError> {
+        self.exec(script).map_err(|e| {
+            let lines = script.lines().count();
+            let head: String = script
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(160)
+                .collect();
+            ActionError {
+                backend: KIND.into(),
+                message: format!(
+                    "nft -f (script of {lines} lines, first `{head}`): {}",
+                    e.trim()
+                ),
+            }
+        })
     }
 
     /// Re-reads every set of our table from the kernel.
@@ -254,7 +288,11 @@ impl Backend for NftBackend {
     }
 
     fn init(&mut self) -> Result<(), ActionError> {
-        run_for(KIND, &argv(&["nft", "--version"]), None)?;
+        self.lib = LibNft::open();
+        if self.lib.is_none() {
+            run_for(KIND, &argv(&["nft", "--version"]), None)?;
+            tracing::info!("libnftables not found: running the nft program per batch");
+        }
         self.sync()?;
         let adopted: usize = self.sets.values().map(HashSet::len).sum();
         if !self.sets.is_empty() {
@@ -314,14 +352,15 @@ impl Backend for NftBackend {
         } else {
             format!("delete chain inet {TABLE} {name}\ndelete set inet {TABLE} {name}\n")
         };
-        match run(
-            &argv(&["nft", "-f", "-"]),
-            Some(script.as_bytes()),
-            COMMAND_TIMEOUT,
-        ) {
-            Ok(_) => {}
-            Err(f) if f.stderr.contains("No such file or directory") => {}
-            Err(f) => return Err(f.into_error(KIND)),
+        match self.exec(&script) {
+            Ok(()) => {}
+            Err(e) if e.contains("No such file or directory") => {}
+            Err(e) => {
+                return Err(ActionError {
+                    backend: KIND.into(),
+                    message: format!("nft `{}`: {}", script.trim(), e.trim()),
+                })
+            }
         }
         if self.started.is_empty() {
             self.sets.clear();

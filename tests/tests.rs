@@ -5,7 +5,9 @@ mod common;
 
 mod cli;
 mod deploy;
+mod firewall;
 mod ingest;
 mod injection;
+mod netns;
 mod notify;
 mod senders;

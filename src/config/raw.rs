@@ -46,6 +46,57 @@ pub struct RawConfig {
     /// An existing fail2ban tree to run as well.
     #[serde(default)]
     pub fail2ban: Option<RawFail2ban>,
+    /// Command actions by name, usable in a jail's `banaction` / `action`.
+    #[serde(default)]
+    pub action: BTreeMap<String, RawCommandAction>,
+}
+
+/// `[action.NAME]`: a command action. Each hook is a list of commands, each
+/// command an argv array (`[["ipset", "add", "blocklist", "<ip>"]]`), run
+/// without a shell. Any other key is a static tag usable as `<key>`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawCommandAction {
+    /// Run once per jail and address family before its first ban.
+    #[serde(default)]
+    pub actionstart: Option<Vec<Vec<String>>>,
+    /// Run at shutdown (or when a reload removes the jail) for each family started.
+    #[serde(default)]
+    pub actionstop: Option<Vec<Vec<String>>>,
+    /// Run when a ban or unban command fails; if it fails too, the action is restarted.
+    #[serde(default)]
+    pub actioncheck: Option<Vec<Vec<String>>>,
+    /// Run per ban.
+    #[serde(default)]
+    pub actionban: Option<Vec<Vec<String>>>,
+    /// Run per unban.
+    #[serde(default)]
+    pub actionunban: Option<Vec<Vec<String>>>,
+    /// Static tags: any other key, a string or number (`dest = "root"`).
+    #[serde(flatten)]
+    pub tags: BTreeMap<String, RawTag>,
+}
+
+/// A static tag value.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawTag {
+    /// Text.
+    Text(String),
+    /// A whole number.
+    Number(i64),
+    /// true / false.
+    Bool(bool),
+}
+
+impl RawTag {
+    /// The value as substituted.
+    pub fn as_text(&self) -> String {
+        match self {
+            RawTag::Text(t) => t.clone(),
+            RawTag::Number(n) => n.to_string(),
+            RawTag::Bool(b) => b.to_string(),
+        }
+    }
 }
 
 /// `[listen]`.

@@ -2,6 +2,7 @@
 //! resolved, filters compiled, ports resolved, ignore lists built. Every
 //! problem is collected so `check` can list them all at once.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,11 +11,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::paths;
-use super::raw::{RawInet, RawJail, RawMultipliers, RawUnix};
+use super::raw::{RawCommandAction, RawInet, RawJail, RawMultipliers, RawUnix};
 use super::services::{PortSpec, Protocol};
 use super::timespec::TimeSpec;
 use super::{ConfigError, Loaded};
-use crate::action::{self, JailAction};
+use crate::action::{self, CommandTemplates, JailAction};
 use crate::ban::policy::BanTimePolicy;
 use crate::filter::{self, Filter, NamedOptions};
 use crate::jail::ignore::IgnoreList;
@@ -365,6 +366,73 @@ fn multipliers(ctx: &mut Ctx, origin: &str, m: &Option<RawMultipliers>) -> Vec<f
     }
 }
 
+/// Turns the `[action.NAME]` tables into command templates.
+fn command_actions(
+    ctx: &mut Ctx,
+    raw: &BTreeMap<String, RawCommandAction>,
+) -> BTreeMap<String, Arc<CommandTemplates>> {
+    let mut out = BTreeMap::new();
+    for (name, a) in raw {
+        let origin = format!("action.{name}");
+        if action::KNOWN.contains(&name.as_str()) {
+            ctx.err(
+                &origin,
+                format!("{name:?} is a built-in action; give the command action another name"),
+            );
+            continue;
+        }
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        {
+            ctx.err(
+                &origin,
+                "an action name may only contain letters, digits, '_', '-' and '.'",
+            );
+            continue;
+        }
+        let mut ok = true;
+        let mut list = |key: &str, v: &Option<Vec<Vec<String>>>| -> Vec<Vec<String>> {
+            let v = v.clone().unwrap_or_default();
+            for (i, cmd) in v.iter().enumerate() {
+                if cmd.first().is_none_or(|p| p.trim().is_empty()) {
+                    ctx.err(
+                        format!("{origin}.{key}[{i}]"),
+                        "a command is a non-empty argv array whose first element is the program",
+                    );
+                    ok = false;
+                }
+            }
+            v
+        };
+        let t = CommandTemplates {
+            origin: origin.clone(),
+            start: list("actionstart", &a.actionstart),
+            stop: list("actionstop", &a.actionstop),
+            check: list("actioncheck", &a.actioncheck),
+            ban: list("actionban", &a.actionban),
+            unban: list("actionunban", &a.actionunban),
+            tags: a
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_text()))
+                .collect(),
+        };
+        if t.ban.is_empty() {
+            ctx.err(
+                &origin,
+                "actionban is missing: an action that bans nothing is a mistake",
+            );
+            ok = false;
+        }
+        if ok {
+            out.insert(name.clone(), Arc::new(t));
+        }
+    }
+    out
+}
+
 /// Resolves one jail. `raw` is already merged over `[defaults]`.
 pub fn resolve_jail(
     name: &str,
@@ -377,7 +445,7 @@ pub fn resolve_jail(
         errors: Vec::new(),
         warnings: Vec::new(),
     };
-    let j = resolve_jail_ctx(&mut ctx, name, raw, filter_dirs, own);
+    let j = resolve_jail_ctx(&mut ctx, name, raw, filter_dirs, own, &BTreeMap::new());
     errors.append(&mut ctx.errors);
     j
 }
@@ -388,6 +456,7 @@ fn resolve_jail_ctx(
     raw: &RawJail,
     filter_dirs: &[PathBuf],
     own: &Arc<Vec<IpAddr>>,
+    commands: &BTreeMap<String, Arc<CommandTemplates>>,
 ) -> Option<JailSettings> {
     let origin = format!("jail.{name}");
     let jname = match JailName::new(name) {
@@ -517,7 +586,7 @@ fn resolve_jail_ctx(
     for r in &refs {
         match NamedOptions::parse(r)
             .map_err(|e| e.to_string())
-            .and_then(|n| JailAction::resolve(&n, &defaults))
+            .and_then(|n| JailAction::resolve_with(&n, &defaults, commands))
             .and_then(|a| notifier(a, &notify_keys))
         {
             Ok((a, warnings)) => {
@@ -693,10 +762,11 @@ pub fn resolve(loaded: &Loaded) -> Result<Settings, ConfigError> {
         .unwrap_or(Duration::from_secs(86400));
     let dirs = filter_dirs(loaded);
     let own = Arc::new(crate::addr::own_addresses());
+    let commands = command_actions(&mut ctx, &raw.action);
     let mut jails = Vec::new();
     for (name, j) in &raw.jail {
         let merged = merge(&raw.defaults, j);
-        if let Some(js) = resolve_jail_ctx(&mut ctx, name, &merged, &dirs, &own) {
+        if let Some(js) = resolve_jail_ctx(&mut ctx, name, &merged, &dirs, &own, &commands) {
             jails.push(js);
         }
     }
@@ -832,5 +902,73 @@ mod tests {
             "{:?}",
             s.warnings
         );
+    }
+
+    #[test]
+    fn command_actions_resolve_through_every_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("banstream.toml");
+        std::fs::write(
+            &main,
+            r#"
+[action.notify]
+actionstart = [["mkdir", "-p", "<spool>"]]
+actionban = [["touch", "<spool>/<name>-<ip>"], ["logger", "-t", "banstream", "ban <ip> port <port>"]]
+actionunban = [["rm", "-f", "<spool>/<name>-<ip>"]]
+spool = "/run/spool"
+retries = 3
+
+[jail.x]
+filter = "sshd"
+port = "ssh"
+action = ["notify[spool=/tmp/other]", "nftables"]
+
+[jail.y]
+filter = "sshd"
+banaction = "notify"
+"#,
+        )
+        .unwrap();
+        let l = crate::config::load(&crate::config::LoadOptions {
+            file: Some(main),
+            env: false,
+        })
+        .unwrap();
+        let s = resolve(&l).unwrap();
+        let x = s.jails.iter().find(|j| j.name.as_str() == "x").unwrap();
+        assert_eq!(x.actions.len(), 2);
+        assert_eq!(x.actions[0].kind, "command");
+        let t = x.actions[0].command.as_ref().unwrap();
+        assert_eq!(t.ban[0], vec!["touch", "<spool>/<name>-<ip>"]);
+        assert_eq!(t.tags["spool"], "/run/spool");
+        assert_eq!(t.tags["retries"], "3");
+        assert_eq!(x.actions[0].options["spool"], "/tmp/other");
+        assert_eq!(x.actions[1].kind, "nftables");
+        let y = s.jails.iter().find(|j| j.name.as_str() == "y").unwrap();
+        assert_eq!(y.actions[0].kind, "command");
+    }
+
+    #[test]
+    fn bad_command_actions_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("banstream.toml");
+        std::fs::write(
+            &main,
+            "[action.nftables]\nactionban = [[\"true\"]]\n[action.empty]\nactionban = [[]]\n[action.nothing]\nactionstart = [[\"true\"]]\n[jail.z]\nfilter = \"sshd\"\nbanaction = \"command\"\n",
+        )
+        .unwrap();
+        let l = crate::config::load(&crate::config::LoadOptions {
+            file: Some(main),
+            env: false,
+        })
+        .unwrap();
+        let err = resolve(&l).unwrap_err().to_string();
+        assert!(err.contains("action.nftables"), "{err}");
+        assert!(err.contains("action.empty.actionban[0]"), "{err}");
+        assert!(
+            err.contains("action.nothing: actionban is missing"),
+            "{err}"
+        );
+        assert!(err.contains("jail.z.action"), "{err}");
     }
 }

@@ -9,7 +9,9 @@
 //! 4. [`jail`] with [`filter`]: failregex / ignoreregex → address → ignore
 //!    list → sliding-window count;
 //! 5. [`ban`]: ban decisions, ban-time policy, expiry — the one owner of ban state;
-//! 6. [`action`]: firewall backends behind one trait, batched on their own threads.
+//! 6. [`action`]: firewall backends behind one trait, batched on their own threads;
+//! 7. [`store`]: the embedded SQLite database, on its own thread: bans in
+//!    force, ban history and the ban log, restored at start.
 //!
 //! [`engine`] runs stages 2–5 synchronously for one event (shared by the
 //! daemon and `replay`); [`daemon`] wires everything with channels;
@@ -29,6 +31,7 @@ pub mod http;
 pub mod ingest;
 pub mod jail;
 pub mod router;
+pub mod store;
 pub mod syslog;
 pub mod telemetry;
 pub mod tools;

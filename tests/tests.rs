@@ -6,3 +6,4 @@ mod common;
 mod cli;
 mod ingest;
 mod injection;
+mod persistence;

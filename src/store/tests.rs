@@ -218,8 +218,13 @@ fn a_locked_database_is_counted_and_retried_until_written() {
     let err = sync(&s).unwrap_err();
     assert!(err.reason.contains("locked"), "{err}");
     assert!(metrics.store_errors.get() >= 1);
+    assert!(sync(&s).is_err(), "still locked");
     lock.rollback().unwrap();
-    sync(&s).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while sync(&s).is_err() {
+        assert!(std::time::Instant::now() < deadline, "never retried");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     s.close();
     assert_eq!(
         count(&path, "SELECT COUNT(*) FROM bans WHERE ip = '192.0.2.9'"),

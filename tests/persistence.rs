@@ -145,6 +145,23 @@ fn bans_survive_sigkill_and_come_back_in_the_firewall() {
 }
 
 #[test]
+fn a_clean_stop_closes_the_database_and_the_bans_come_back() {
+    let mut d = Daemon::start(SSHD);
+    let db = db_path(d.path());
+    ok(d.cli(&["ban", "sshd", "203.0.113.9"]));
+    assert!(d.stop(), "clean exit: {}", d.log_text());
+    // Closed: the WAL was checkpointed into the database file.
+    let wal = db.with_extension("sqlite3-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "{} left with content",
+        wal.display()
+    );
+    let d = restart(d, SSHD);
+    assert!(d.is_banned("sshd", "203.0.113.9"));
+}
+
+#[test]
 fn a_ban_that_ends_while_down_stays_ended_and_is_logged_as_expired() {
     let toml = "[jail.short]\nenabled = true\nfilter = \"sshd\"\nbantime = \"2s\"\n[jail.long]\nenabled = true\nfilter = \"sshd\"\nbantime = -1\n";
     let d = Daemon::start(toml);

@@ -2,6 +2,7 @@
 //! transaction, purging. Times are UNIX milliseconds, durations
 //! milliseconds, addresses their canonical text.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -155,14 +156,30 @@ fn bad_row(table: &str, what: &str) {
     tracing::warn!(table, "store: skipping an unreadable row: {what}");
 }
 
-fn parse_key(table: &str, jail: &str, ip: &str) -> Option<(JailName, IpAddr)> {
-    let j = match JailName::new(jail) {
-        Ok(j) => j,
-        Err(e) => {
-            bad_row(table, &e);
-            return None;
+/// Jail names seen while reading, so 100,000 rows share a handful of names.
+#[derive(Default)]
+struct Names(HashMap<String, JailName>);
+
+impl Names {
+    fn get(&mut self, table: &str, jail: &str) -> Option<JailName> {
+        if let Some(j) = self.0.get(jail) {
+            return Some(j.clone());
         }
-    };
+        match JailName::new(jail) {
+            Ok(j) => {
+                self.0.insert(jail.to_string(), j.clone());
+                Some(j)
+            }
+            Err(e) => {
+                bad_row(table, &e);
+                None
+            }
+        }
+    }
+}
+
+fn parse_key(names: &mut Names, table: &str, jail: &str, ip: &str) -> Option<(JailName, IpAddr)> {
+    let j = names.get(table, jail)?;
     match ip.parse::<IpAddr>() {
         Ok(a) => Some((j, a)),
         Err(_) => {
@@ -205,9 +222,10 @@ pub fn load_bans(c: &Connection) -> rusqlite::Result<Vec<Ban>> {
         ))
     })?;
     let mut out = Vec::new();
+    let mut names = Names::default();
     for row in rows {
         let (jail, ip, start, bantime, expires, failures, ban_count, o) = row?;
-        let Some((jail, ip)) = parse_key("bans", &jail, &ip) else {
+        let Some((jail, ip)) = parse_key(&mut names, "bans", &jail, &ip) else {
             continue;
         };
         out.push(Ban {
@@ -236,9 +254,10 @@ pub fn load_history(c: &Connection) -> rusqlite::Result<Vec<(JailName, IpAddr, H
         ))
     })?;
     let mut out = Vec::new();
+    let mut names = Names::default();
     for row in rows {
         let (jail, ip, count, last) = row?;
-        if let Some((jail, ip)) = parse_key("history", &jail, &ip) {
+        if let Some((jail, ip)) = parse_key(&mut names, "history", &jail, &ip) {
             out.push((
                 jail,
                 ip,
@@ -268,9 +287,10 @@ pub fn load_ban_log(
         ))
     })?;
     let mut out = Vec::new();
+    let mut names = Names::default();
     for row in rows {
         let (jail, ip, t) = row?;
-        if let Some((jail, ip)) = parse_key("events", &jail, &ip) {
+        if let Some((jail, ip)) = parse_key(&mut names, "events", &jail, &ip) {
             out.push((jail, ip, time(t)));
         }
     }

@@ -15,8 +15,8 @@
 //! - The writer commits as soon as it has work, everything queued so far in
 //!   one transaction (so a burst of bans costs one fsync, not thousands).
 //!   An in-stream ban is durable within one transaction of being decided:
-//!   milliseconds on a healthy disk, never more than [`DURABLE_WITHIN`]
-//!   unless the disk fails (then it is retried, see below).
+//!   about a millisecond on a healthy disk (BENCHMARKS.md), and the README
+//!   promises 1 s; a failing disk is retried, see below.
 //! - `synchronous = FULL`: a commit has reached the disk when it returns, so
 //!   a manual ban acknowledged through [`Store::sync`] survives a crash or a
 //!   power cut.
@@ -47,10 +47,6 @@ use crate::jail::JailName;
 use crate::telemetry::Metrics;
 
 pub use db::{ms, time};
-
-/// The bound we promise for an in-stream ban to be committed on a healthy
-/// disk (README "Persistence"); the commit itself usually takes milliseconds.
-pub const DURABLE_WITHIN: Duration = Duration::from_secs(1);
 
 /// How long SQLite waits for a lock held by another connection before the
 /// write counts as failed (and is retried).

@@ -14,9 +14,9 @@
 //! Durability:
 //! - The writer commits as soon as it has work, everything queued so far in
 //!   one transaction (so a burst of bans costs one fsync, not thousands).
-//!   An in-stream ban is durable within one transaction of being decided:
-//!   about a millisecond on a healthy disk (BENCHMARKS.md), and the README
-//!   promises 1 s; a failing disk is retried, see below.
+//!   An in-stream ban is durable one or two commits after it is decided
+//!   (about 7 ms each on the reference disk, BENCHMARKS.md); the README
+//!   promises 1 s. A failing disk is retried, see below.
 //! - `synchronous = FULL`: a commit has reached the disk when it returns, so
 //!   a manual ban acknowledged through [`Store::sync`] survives a crash or a
 //!   power cut.

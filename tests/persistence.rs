@@ -530,3 +530,28 @@ fn ok_or_not_durable(out: std::process::Output) {
         assert!(err.contains("in force"), "{err}");
     }
 }
+
+#[test]
+fn recidive_does_not_punish_twice_for_the_same_bans_after_a_restart() {
+    // Without increment on recidive, so a known offender's single ban
+    // weighs one (with it, it would weigh maxretry: fail2ban's rule).
+    let toml = format!("{SEED}\"bantime.increment\" = false\n");
+    let ip = "203.0.113.52";
+    let d = Daemon::start(&toml);
+    sshd_ban(&d, ip, 2);
+    ok(d.cli(&["unban", "sshd", ip]));
+    sshd_ban(&d, ip, 1);
+    assert!(d.wait_for(5, |d| d.is_banned("recidive", ip)));
+    // The admin lets it go.
+    ok(d.cli(&["unban", ip]));
+    let db = db_path(d.path());
+    assert!(wait_db(&db, &rows_for(ip), 0, 5));
+    let d = restart(d, &toml);
+    assert!(d.banned().is_empty(), "{:?}", d.banned());
+    // One new sshd ban: the two before were already punished by recidive.
+    sshd_ban(&d, ip, 1);
+    assert!(
+        !d.wait_for(1, |d| d.is_banned("recidive", ip)),
+        "recidive counted bans its earlier ban already covered"
+    );
+}

@@ -119,6 +119,21 @@ mod tests {
     }
 
     #[test]
+    fn factor_scales_both_formulas() {
+        let mut p = BanTimePolicy {
+            bantime: TimeSpec::Finite(Duration::from_secs(100)),
+            increment: true,
+            factor: 1.5,
+            ..Default::default()
+        };
+        assert_eq!(secs(p.ban_time(0, 0.0)), 100, "a first ban is bantime");
+        assert_eq!(secs(p.ban_time(1, 0.0)), 300);
+        assert_eq!(secs(p.ban_time(2, 0.0)), 600);
+        p.multipliers = vec![1.0, 5.0];
+        assert_eq!(secs(p.ban_time(1, 0.0)), 750);
+    }
+
+    #[test]
     fn maxtime_never_shortens_below_bantime() {
         let p = BanTimePolicy {
             bantime: TimeSpec::Finite(Duration::from_secs(8 * 86400)),

@@ -59,7 +59,7 @@ const RECOVERY: &str = "see \"Recovering the database\" in the README: stop bans
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The directory could not be created.
-    #[error("database {path}: cannot create the directory {dir}: {source}")]
+    #[error("database {path}: cannot create the directory {dir}")]
     Directory {
         /// The database file.
         path: PathBuf,
@@ -69,7 +69,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// SQLite refused to open, lock or write the file.
-    #[error("database {path}: cannot {action}: {source} (check that the file and its directory exist and are writable by this user)")]
+    #[error("database {path}: cannot {action} (are the file and its directory writable by this user, on a writable filesystem?)")]
     Unwritable {
         /// The database file.
         path: PathBuf,
@@ -77,6 +77,20 @@ pub enum StoreError {
         action: &'static str,
         /// SQLite's error.
         source: rusqlite::Error,
+    },
+    /// SQLite could only open the file read-only.
+    #[error("database {path} is read-only: fix the permissions of the file and its directory, or the mount")]
+    ReadOnly {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The filesystem does not support WAL mode.
+    #[error("database {path}: cannot use WAL mode (journal mode stays {mode:?}); put the database on a local filesystem")]
+    NoWal {
+        /// The database file.
+        path: PathBuf,
+        /// The mode SQLite kept.
+        mode: String,
     },
     /// The file is not a database, or fails its integrity check.
     #[error("database {path} is corrupt: {detail}; banstream will not start with an empty ban list in its place; {RECOVERY}")]
@@ -97,7 +111,7 @@ pub enum StoreError {
         known: u32,
     },
     /// The writer thread could not start.
-    #[error("database {path}: cannot start the writer thread: {source}")]
+    #[error("database {path}: cannot start the writer thread")]
     Thread {
         /// The database file.
         path: PathBuf,
@@ -290,13 +304,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(fail("switch to WAL mode"))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Unwritable {
-            path: p(),
-            action: "switch to WAL mode",
-            source: rusqlite::Error::InvalidParameterName(format!(
-                "journal mode stayed {mode:?} (is the file on a filesystem without shared memory?)"
-            )),
-        });
+        return Err(StoreError::NoWal { path: p(), mode });
     }
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;")
         .map_err(fail("set synchronous"))?;
@@ -317,14 +325,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         });
     }
     if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
-        return Err(StoreError::Unwritable {
-            path: p(),
-            action: "open it for writing",
-            source: rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
-                Some("the file is read-only".into()),
-            ),
-        });
+        return Err(StoreError::ReadOnly { path: p() });
     }
     Ok(conn)
 }

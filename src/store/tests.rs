@@ -231,3 +231,23 @@ fn a_locked_database_is_counted_and_retried_until_written() {
         1
     );
 }
+
+#[test]
+fn a_read_only_file_is_refused() {
+    if nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED store: root writes read-only files anyway");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    open(&path, 0).0.close();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let err = Store::open(&path, t(0), t(0), Metrics::new())
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+}

@@ -453,6 +453,61 @@ impl Engine {
         self.bans.load_history(jail, ip, h);
     }
 
+    /// Rebuilds the windows of the recidive jails from the ban log (bans
+    /// in every jail, oldest first, as kept by the store), so a restart is
+    /// not a free reset. A recidive jail's own last ban of an address ends
+    /// what counted before it, as it does in-stream. An address that
+    /// reaches the threshold here (its recidive ban was lost with a crash)
+    /// is banned at `now`; returns how many were.
+    pub fn rebuild_recidive(
+        &mut self,
+        log: &[(JailName, IpAddr, SystemTime)],
+        now: SystemTime,
+    ) -> usize {
+        let is_recidive =
+            |e: &Engine, j: &JailName| e.index.get(j).is_some_and(|i| e.recidive.contains(i));
+        let mut offenses = Vec::new();
+        for r in self.recidive.clone() {
+            let name = self.jails[r].name().clone();
+            let since = now
+                .checked_sub(self.jails[r].settings.findtime)
+                .unwrap_or(UNIX_EPOCH);
+            let mut last_own: HashMap<IpAddr, SystemTime> = HashMap::new();
+            for (j, ip, t) in log {
+                if *j == name {
+                    let e = last_own.entry(*ip).or_insert(*t);
+                    *e = (*e).max(*t);
+                }
+            }
+            for (j, ip, t) in log {
+                if *t < since
+                    || is_recidive(self, j)
+                    || last_own.get(ip).is_some_and(|own| t <= own)
+                {
+                    continue;
+                }
+                if let Observation::Offense { ip, failures } =
+                    self.jails[r].count(*ip, 1, *t, &self.bans)
+                {
+                    offenses.push((r, ip, failures));
+                }
+            }
+        }
+        let mut banned = 0;
+        for (r, ip, failures) in offenses {
+            if self.ban_in(r, ip, failures, BanOrigin::Stream, now).is_ok() {
+                banned += 1;
+            }
+        }
+        banned
+    }
+
+    /// Forgets ban history older than `cutoff` (dbpurgeage), except for
+    /// bans in force.
+    pub fn purge_history(&mut self, cutoff: SystemTime) {
+        self.bans.purge_history(cutoff);
+    }
+
     fn refresh_gauges(&mut self) {
         for (i, j) in self.jails.iter().enumerate() {
             self.metrics_by_jail[i]

@@ -11,6 +11,8 @@
 //! 5. [`ban`]: ban decisions, ban-time policy, expiry — the one owner of ban state;
 //! 6. [`action`]: firewall backends behind one trait, batched on their own threads;
 //!    [`notify`] drives the `mail` and `webhook` actions (digests, delivery).
+//! 7. [`store`]: the embedded SQLite database, on its own thread: bans in
+//!    force, ban history and the ban log, restored at start.
 //!
 //! [`engine`] runs stages 2–5 synchronously for one event (shared by the
 //! daemon and `replay`); [`daemon`] wires everything with channels;
@@ -33,6 +35,7 @@ pub mod jail;
 pub mod notify;
 pub mod router;
 pub mod service;
+pub mod store;
 pub mod syslog;
 pub mod telemetry;
 pub mod tools;

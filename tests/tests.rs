@@ -10,4 +10,5 @@ mod ingest;
 mod injection;
 mod netns;
 mod notify;
+mod persistence;
 mod senders;

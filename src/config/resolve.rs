@@ -346,6 +346,31 @@ fn merge(defaults: &RawJail, jail: &RawJail) -> RawJail {
     )
 }
 
+/// A recidive jail bans on every port, as fail2ban's does
+/// (`banaction_allports`): unless the jail itself sets them, its `port` and
+/// `protocol` are `all`, and an `iptables-multiport` banaction inherited
+/// from `[defaults]` becomes `iptables-allports`. `own` is the jail as
+/// written, `merged` the jail over `[defaults]`.
+pub fn recidive_defaults(name: &str, own: &RawJail, merged: &mut RawJail) {
+    let filter = merged.filter.as_deref().unwrap_or(name);
+    if filter.split('[').next().map(str::trim) != Some("recidive") {
+        return;
+    }
+    if own.port.is_none() {
+        merged.port = Some(super::raw::RawPorts::Text("all".into()));
+    }
+    if own.protocol.is_none() {
+        merged.protocol = Some("all".into());
+    }
+    if own.banaction.is_none() && own.action.is_none() {
+        if let Some(b) = merged.banaction.as_mut() {
+            if b.trim() == "iptables-multiport" {
+                *b = "iptables-allports".into();
+            }
+        }
+    }
+}
+
 fn multipliers(ctx: &mut Ctx, origin: &str, m: &Option<RawMultipliers>) -> Vec<f64> {
     match m {
         None => Vec::new(),
@@ -765,7 +790,8 @@ pub fn resolve(loaded: &Loaded) -> Result<Settings, ConfigError> {
     let commands = command_actions(&mut ctx, &raw.action);
     let mut jails = Vec::new();
     for (name, j) in &raw.jail {
-        let merged = merge(&raw.defaults, j);
+        let mut merged = merge(&raw.defaults, j);
+        recidive_defaults(name, j, &mut merged);
         if let Some(js) = resolve_jail_ctx(&mut ctx, name, &merged, &dirs, &own, &commands) {
             jails.push(js);
         }
@@ -884,6 +910,32 @@ mod tests {
             "{:?}",
             s.warnings
         );
+    }
+
+    #[test]
+    fn recidive_bans_on_all_ports_by_default() {
+        let mut l = loaded(
+            "[jail.sshd]\nport = \"ssh\"\n[jail.recidive]\nenabled = true\nbantime = \"8d\"\nfindtime = \"1d\"\n[jail.recidive-ssh]\nfilter = \"recidive\"\nport = \"ssh\"\nbanaction = \"iptables-multiport\"\n",
+        );
+        l.raw.defaults.banaction = Some("iptables-multiport".into());
+        let s = resolve(&l).unwrap();
+        let j = |n: &str| s.jails.iter().find(|j| j.name.as_str() == n).unwrap();
+        let r = j("recidive");
+        assert!(matches!(r.kind, JailKind::Recidive));
+        assert_eq!(
+            r.policy.bantime,
+            TimeSpec::Finite(Duration::from_secs(8 * 86400))
+        );
+        assert_eq!(r.findtime, Duration::from_secs(86400));
+        assert_eq!(r.ports, PortSpec::All);
+        assert_eq!(r.protocol, Protocol::All);
+        assert_eq!(r.actions[0].kind, "iptables-allports");
+        assert_eq!(r.actions[0].ports, PortSpec::All);
+        // What a jail sets itself wins; other jails are untouched.
+        let own = j("recidive-ssh");
+        assert_eq!(own.actions[0].kind, "iptables-multiport");
+        assert_ne!(own.ports, PortSpec::All);
+        assert_eq!(j("sshd").actions[0].kind, "iptables-multiport");
     }
 
     #[test]

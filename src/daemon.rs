@@ -2,19 +2,25 @@
 //!
 //! ```text
 //! listeners ──frames──► engine task ──requests──► action workers (one thread per backend)
-//! control / http ──calls──┘   (parse, route, match, count, ban, expire)
+//! control / http ──calls──┘   (parse, route,  └──changes──► store writer (one thread, SQLite)
+//!                              match, count, ban, expire)
 //! ```
+//!
+//! Start: the store opens (a broken database fails the start) and its bans
+//! are restored and handed to the firewall before any listener, the control
+//! socket or HTTP opens.
 //!
 //! Shutdown is two signals (a `CancellationToken` and a `TaskTracker`):
 //! SIGTERM/SIGINT cancel the sources (listeners, control, http). When the
 //! last listener drops its sender the frame queue closes, the engine task
-//! drains what is queued and ends, and the action workers apply what they
-//! hold, run every backend's stop and exit. Nothing sleeps to let tasks finish.
+//! drains what is queued and ends, the store commits what it holds and
+//! closes, and the action workers apply what they hold, run every backend's
+//! stop and exit. Nothing sleeps to let tasks finish.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use serde_json::json;
@@ -23,13 +29,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::action::{self, Dispatcher, JailAction, Op};
-use crate::ban::Effect;
+use crate::ban::{BanOrigin, Effect, UnbanReason};
+use crate::config::resolve::JailKind;
 use crate::config::{self, LoadOptions, Settings};
 use crate::control::server::Call;
 use crate::control::{BannedItem, Request, Response};
 use crate::engine::{unix, Engine};
 use crate::ingest::{self, Frame, Transport};
 use crate::jail::JailName;
+use crate::store::{Snapshot, Store};
 use crate::syslog::{self, ParseContext};
 use crate::telemetry::Metrics;
 
@@ -57,6 +65,36 @@ const BATCH: usize = 512;
 /// Window housekeeping interval.
 const HOUSEKEEPING: Duration = Duration::from_secs(60);
 
+/// How far back recidive jails look (their longest findtime): the ban log
+/// kept and read at start covers at least this.
+fn recidive_horizon(settings: &Settings) -> Duration {
+    settings
+        .enabled_jails()
+        .filter(|j| matches!(j.kind, JailKind::Recidive))
+        .map(|j| j.findtime)
+        .max()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// How often history is purged: half of dbpurgeage, between 1 s and 1 h.
+fn purge_interval(dbpurgeage: Duration) -> Duration {
+    (dbpurgeage / 2).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+/// Opens the store at `settings.database` (on a blocking thread: it reads
+/// the whole state).
+async fn open_store(settings: &Settings, metrics: Metrics) -> anyhow::Result<(Store, Snapshot)> {
+    let path = settings.database.clone();
+    let now = SystemTime::now();
+    let since = now
+        .checked_sub(recidive_horizon(settings))
+        .unwrap_or(UNIX_EPOCH);
+    let opened = tokio::task::spawn_blocking(move || Store::open(&path, now, since, metrics))
+        .await
+        .context("store open task")?;
+    Ok(opened?)
+}
+
 /// Messages the engine task sends itself.
 enum Internal {
     Reloaded(
@@ -70,11 +108,14 @@ struct Daemon {
     settings: Settings,
     engine: Engine,
     dispatcher: Dispatcher,
+    store: Store,
     actions: HashMap<JailName, Vec<Arc<JailAction>>>,
     listeners: Vec<(Transport, SocketAddr)>,
     http: Option<SocketAddr>,
     started: Instant,
     internal: mpsc::Sender<Internal>,
+    /// Counts banstream's own log lines received back (never routed).
+    own_log: prometheus::IntCounter,
 }
 
 fn actions_of(settings: &Settings) -> HashMap<JailName, Vec<Arc<JailAction>>> {
@@ -93,19 +134,40 @@ pub async fn run(opts: DaemonOptions, settings: Settings) -> anyhow::Result<()> 
     let metrics = Metrics::new();
     let mut engine = Engine::new(&settings, metrics.clone());
     engine.keep_lines(true);
-    let mut dispatcher = Dispatcher::new(action::default_factory(), metrics.clone());
+    let mut dispatcher = Dispatcher::new(action::default_factory(), metrics.clone())
+        .with_evidence(engine.evidence());
     for j in settings.enabled_jails() {
         for a in &j.actions {
             dispatcher
                 .ensure(&a.kind)
                 .with_context(|| format!("jail {}: action {}", j.name, a.kind))?;
+            dispatcher.jail_started(a.clone());
         }
     }
+    // The store opens, and its bans are back in the firewall, before
+    // anything listens: a restart is never a window without bans.
+    let (store, snapshot) = open_store(&settings, metrics.clone()).await?;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (frame_tx, mut frame_rx) = mpsc::channel::<Frame>(settings.listen.queue);
     let (call_tx, mut call_rx) = mpsc::channel::<Call>(64);
     let (internal_tx, mut internal_rx) = mpsc::channel::<Internal>(4);
+    let mut d = Daemon {
+        actions: actions_of(&settings),
+        opts,
+        settings,
+        engine,
+        dispatcher,
+        store,
+        listeners: Vec::new(),
+        http: None,
+        started: Instant::now(),
+        internal: internal_tx,
+        own_log: metrics.dropped.with_label_values(&["own_log"]),
+    };
+    d.restore(snapshot);
+    d.flush(None);
+    let settings = &d.settings;
 
     crate::control::server::start(
         &settings.control_socket,
@@ -137,24 +199,16 @@ pub async fn run(opts: DaemonOptions, settings: Settings) -> anyhow::Result<()> 
     spawn_signals(cancel.clone(), call_tx, &tracker)?;
     tracing::info!(
         jails = settings.enabled_jails().count(),
-        dry_run = opts.dry_run,
+        dry_run = d.opts.dry_run,
         "banstream {} running",
         env!("CARGO_PKG_VERSION")
     );
+    d.listeners = listeners;
+    d.http = http;
 
-    let mut d = Daemon {
-        actions: actions_of(&settings),
-        opts,
-        settings,
-        engine,
-        dispatcher,
-        listeners,
-        http,
-        started: Instant::now(),
-        internal: internal_tx,
-    };
     let mut batch = Vec::with_capacity(BATCH);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    let mut purge = tokio::time::interval(purge_interval(d.settings.dbpurgeage));
     loop {
         let wait = d
             .engine
@@ -183,18 +237,36 @@ pub async fn run(opts: DaemonOptions, settings: Settings) -> anyhow::Result<()> 
             Some(msg) = internal_rx.recv() => d.internal(msg),
             _ = tokio::time::sleep(wait) => d.engine.tick(SystemTime::now()),
             _ = housekeeping.tick() => d.engine.housekeeping(SystemTime::now()),
+            _ = purge.tick() => d.purge(),
         }
         d.flush(None);
     }
-    tracing::info!("shutting down: draining actions and removing firewall objects");
+    tracing::info!("shutting down: draining, closing the database, removing firewall objects");
+    // Requests queued after the loop ended get "shutting down", not silence.
+    drop(call_rx);
     tracker.close();
     tracker.wait().await;
     d.flush(None);
-    let Daemon { dispatcher, .. } = d;
-    tokio::task::spawn_blocking(move || dispatcher.shutdown())
-        .await
-        .context("action shutdown")?;
-    tracing::info!("stopped");
+    let Daemon {
+        dispatcher, store, ..
+    } = d;
+    tokio::task::spawn_blocking(move || {
+        store.close();
+        dispatcher.shutdown();
+    })
+    .await
+    .context("store and action shutdown")?;
+    // The run's total, so a restart can be accounted for from the logs.
+    let received: u64 = [
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::Unix,
+        Transport::UnixStream,
+    ]
+    .iter()
+    .map(|t| metrics.messages.with_label_values(&[t.as_str()]).get())
+    .sum();
+    tracing::info!(received, "stopped");
     Ok(())
 }
 
@@ -237,9 +309,68 @@ fn parse_ip(text: &str) -> Result<std::net::IpAddr, String> {
 }
 
 impl Daemon {
+    /// Puts the store's state back: history first (ban times and failure
+    /// weights), then the bans in force (as effects for the firewall), then
+    /// recidive's window from the ban log.
+    fn restore(&mut self, snap: Snapshot) {
+        let started = Instant::now();
+        let now = SystemTime::now();
+        let history = snap.history.len();
+        for (jail, ip, h) in snap.history {
+            self.engine.load_history(&jail, ip, h);
+        }
+        let (restored, skipped) = self.engine.restore(snap.bans, now);
+        let mut expired = snap.expired_while_down;
+        let mut kept = 0;
+        for b in skipped {
+            match b.expires {
+                // Ended between the open and now.
+                Some(e) if e <= now => {
+                    expired += 1;
+                    self.store.unban(Arc::new(b), UnbanReason::Expired, e);
+                }
+                // Its jail is not configured now: kept in the store, it comes
+                // back when the jail does (at a later start).
+                _ => kept += 1,
+            }
+        }
+        let recidive = self.engine.rebuild_recidive(&snap.ban_log, now);
+        tracing::info!(
+            path = %self.store.path().display(),
+            created = snap.created,
+            restored = restored.len(),
+            expired_while_down = expired,
+            kept_for_unconfigured_jails = kept,
+            history,
+            ban_log = snap.ban_log.len(),
+            recidive_bans = recidive,
+            ms = started.elapsed().as_millis() as u64,
+            "bans restored from the database"
+        );
+    }
+
+    /// dbpurgeage: forget old history, in memory and in the store. The ban
+    /// log is kept at least as long as the longest recidive findtime.
+    fn purge(&mut self) {
+        let now = SystemTime::now();
+        let age = self.settings.dbpurgeage;
+        let history = now.checked_sub(age).unwrap_or(UNIX_EPOCH);
+        let log = now
+            .checked_sub(age.max(recidive_horizon(&self.settings)))
+            .unwrap_or(UNIX_EPOCH);
+        self.engine.purge_history(history);
+        self.store.purge(history, log);
+    }
+
     fn process(&mut self, f: &Frame) {
         let text = syslog::decode(&f.data);
         let ev = syslog::parse(&text, &ParseContext::live(f.peer, f.received));
+        if ev.program == self.settings.log.ident {
+            // Our own log line came back (syslogd forwards everything):
+            // count it, log nothing, so it can never become a cycle.
+            self.own_log.inc();
+            return;
+        }
         if self.engine.on_event(&ev, f.received) > 0 && self.engine.has_effects() {
             self.flush(Some(f.instant));
         }
@@ -247,8 +378,14 @@ impl Daemon {
 
     /// Carries out the engine's decisions.
     fn flush(&mut self, received: Option<Instant>) {
+        let now = SystemTime::now();
         for eff in self.engine.take_effects() {
+            self.store.record(&eff, now);
             let (op, ban) = match &eff {
+                Effect::Ban(b) if b.origin == BanOrigin::Restored => {
+                    tracing::debug!(jail = %b.jail, ip = %b.ip, expires = ?b.expires.map(unix), "Restore");
+                    (Op::Ban, b.clone())
+                }
                 Effect::Ban(b) => {
                     tracing::info!(jail = %b.jail, ip = %b.ip, bantime = %b.bantime, failures = b.failures, origin = ?b.origin, "Ban");
                     (Op::Ban, b.clone())
@@ -274,7 +411,8 @@ impl Daemon {
     }
 
     /// Answers a control request. Returns the response with its reply
-    /// channel, or `None` when the answer comes later (reload).
+    /// channel, or `None` when the answer comes later (reload; a ban, once
+    /// it is committed to the store).
     fn handle(
         &mut self,
         req: Request,
@@ -305,12 +443,27 @@ impl Daemon {
             Request::Ban { jail, ip } => match parse_ip(&ip) {
                 Err(e) => Response::err(e),
                 Ok(ip) => match self.engine.ban_manual(&jail, ip, now) {
-                    Ok(b) => Response::ok(json!({
-                        "jail": b.jail.to_string(),
-                        "ip": b.ip.to_string(),
-                        "expires": b.expires.map(unix),
-                        "bantime": b.bantime.as_secs_i64(),
-                    })),
+                    Ok(b) => {
+                        let resp = Response::ok(json!({
+                            "jail": b.jail.to_string(),
+                            "ip": b.ip.to_string(),
+                            "expires": b.expires.map(unix),
+                            "bantime": b.bantime.as_secs_i64(),
+                        }));
+                        // Durable before acknowledged: the ban goes to the
+                        // store now and the store answers after its commit.
+                        self.flush(None);
+                        if let Some(reply) = reply {
+                            let what = format!("{} is banned in {} and in force", b.ip, b.jail);
+                            self.store.sync(Box::new(move |r| {
+                                let _ = reply.send(match r {
+                                    Ok(()) => resp,
+                                    Err(e) => Response::err(format!("{what}, but {e}")),
+                                });
+                            }));
+                        }
+                        return None;
+                    }
                     Err(e) => Response::err(e.to_string()),
                 },
             },
@@ -431,6 +584,14 @@ impl Daemon {
         // Unbans of removed jails still go through their old actions.
         self.actions = old_actions.clone();
         self.flush(None);
+        // Actions new to a jail are announced before any ban reaches them.
+        for (jail, acts) in &new_actions {
+            for a in acts {
+                if !old_actions.get(jail).is_some_and(|o| o.contains(a)) {
+                    self.dispatcher.jail_started(a.clone());
+                }
+            }
+        }
         let mut removed = Vec::new();
         let mut moved = Vec::new();
         for (jail, acts) in &old_actions {

@@ -102,6 +102,8 @@ pub struct Engine {
     rng: Rng,
     /// Keep the last lines of failing addresses (status shows them).
     keep_lines: bool,
+    /// Matched lines for the notifiers that show them.
+    matches: crate::notify::MatchRecorder,
 }
 
 /// A jail in `status` output.
@@ -215,6 +217,7 @@ impl Engine {
             metrics,
             rng: Rng(0x9E37_79B9_7F4A_7C15),
             keep_lines: false,
+            matches: Default::default(),
         };
         e.install(settings.enabled_jails().cloned().map(Arc::new).collect());
         e
@@ -249,6 +252,18 @@ impl Engine {
                 .push(JailMetrics::new(&self.metrics, s.name.as_str()));
             self.jails.push(j);
         }
+        self.matches.configure(
+            self.jails
+                .iter()
+                .map(|j| {
+                    let acts = &j.settings.actions;
+                    acts.iter()
+                        .map(|a| crate::notify::lines_wanted(&a.kind, &a.options))
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect(),
+        );
         // Recidive jails read no messages: they are fed by bans.
         self.router = Router::new(self.jails.iter().map(|j| match j.settings.kind {
             JailKind::Recidive => None,
@@ -290,6 +305,11 @@ impl Engine {
         self.index.get(&n).map(|i| &self.jails[*i])
     }
 
+    /// The matched lines of banned addresses, for the notifiers.
+    pub fn evidence(&self) -> crate::notify::Evidence {
+        self.matches.evidence()
+    }
+
     /// The ban manager (read-only).
     pub fn bans(&self) -> &BanManager {
         &self.bans
@@ -329,6 +349,7 @@ impl Engine {
     ) {
         for (i, v) in verdicts {
             let obs = self.jails[*i].observe(ev, *v, now, &self.bans);
+            self.matches.observe(*i, self.jails[*i].name(), &obs, ev);
             self.after_observation(*i, obs, now);
         }
     }
@@ -501,6 +522,61 @@ impl Engine {
     /// Seeds ban history (from the store).
     pub fn load_history(&mut self, jail: &JailName, ip: IpAddr, h: crate::ban::History) {
         self.bans.load_history(jail, ip, h);
+    }
+
+    /// Rebuilds the windows of the recidive jails from the ban log (bans
+    /// in every jail, oldest first, as kept by the store), so a restart is
+    /// not a free reset. A recidive jail's own last ban of an address ends
+    /// what counted before it, as it does in-stream. An address that
+    /// reaches the threshold here (its recidive ban was lost with a crash)
+    /// is banned at `now`; returns how many were.
+    pub fn rebuild_recidive(
+        &mut self,
+        log: &[(JailName, IpAddr, SystemTime)],
+        now: SystemTime,
+    ) -> usize {
+        let is_recidive =
+            |e: &Engine, j: &JailName| e.index.get(j).is_some_and(|i| e.recidive.contains(i));
+        let mut offenses = Vec::new();
+        for r in self.recidive.clone() {
+            let name = self.jails[r].name().clone();
+            let since = now
+                .checked_sub(self.jails[r].settings.findtime)
+                .unwrap_or(UNIX_EPOCH);
+            let mut last_own: HashMap<IpAddr, SystemTime> = HashMap::new();
+            for (j, ip, t) in log {
+                if *j == name {
+                    let e = last_own.entry(*ip).or_insert(*t);
+                    *e = (*e).max(*t);
+                }
+            }
+            for (j, ip, t) in log {
+                if *t < since
+                    || is_recidive(self, j)
+                    || last_own.get(ip).is_some_and(|own| t <= own)
+                {
+                    continue;
+                }
+                if let Observation::Offense { ip, failures } =
+                    self.jails[r].count(*ip, 1, *t, &self.bans)
+                {
+                    offenses.push((r, ip, failures));
+                }
+            }
+        }
+        let mut banned = 0;
+        for (r, ip, failures) in offenses {
+            if self.ban_in(r, ip, failures, BanOrigin::Stream, now).is_ok() {
+                banned += 1;
+            }
+        }
+        banned
+    }
+
+    /// Forgets ban history older than `cutoff` (dbpurgeage), except for
+    /// bans in force.
+    pub fn purge_history(&mut self, cutoff: SystemTime) {
+        self.bans.purge_history(cutoff);
     }
 
     fn refresh_gauges(&mut self) {

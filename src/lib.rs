@@ -9,12 +9,16 @@
 //! 4. [`jail`] with [`filter`]: failregex / ignoreregex → address → ignore
 //!    list → sliding-window count;
 //! 5. [`ban`]: ban decisions, ban-time policy, expiry — the one owner of ban state;
-//! 6. [`action`]: firewall backends behind one trait, batched on their own threads.
+//! 6. [`action`]: firewall backends behind one trait, batched on their own threads;
+//!    [`notify`] drives the `mail` and `webhook` actions (digests, delivery).
+//! 7. [`store`]: the embedded SQLite database, on its own thread: bans in
+//!    force, ban history and the ban log, restored at start.
 //!
 //! [`engine`] runs stages 2–5 synchronously for one event (shared by the
 //! daemon and `replay`); [`daemon`] wires everything with channels;
 //! [`control`] and [`http`] observe it; [`telemetry`] logs and counts;
-//! [`config`] reads the TOML layers into runtime settings.
+//! [`config`] reads the TOML layers into runtime settings; [`service`]
+//! sets up logging and drops root before any of it starts.
 
 pub mod action;
 pub mod addr;
@@ -28,7 +32,10 @@ pub mod filter;
 pub mod http;
 pub mod ingest;
 pub mod jail;
+pub mod notify;
 pub mod router;
+pub mod service;
+pub mod store;
 pub mod syslog;
 pub mod telemetry;
 pub mod tools;

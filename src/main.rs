@@ -112,18 +112,6 @@ enum Cmd {
     },
 }
 
-fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
-}
-
 fn code(c: i32) -> ExitCode {
     ExitCode::from(u8::try_from(c).unwrap_or(1))
 }
@@ -144,7 +132,23 @@ fn main() -> ExitCode {
                     return code(1);
                 }
             };
-            init_tracing(&settings.log_level);
+            banstream::service::logging::init(&settings.log_level, &settings.log);
+            // Before the runtime starts: capabilities are per thread.
+            if let Some(run) = &settings.run {
+                match banstream::service::privileges::drop_to(run, &settings.service_paths()) {
+                    Ok(d) => tracing::info!(
+                        user = %d.user,
+                        uid = d.uid,
+                        gid = d.gid,
+                        capabilities = ?banstream::service::privileges::cap_names(&d.capabilities),
+                        "dropped root"
+                    ),
+                    Err(e) => {
+                        eprintln!("banstream: {e}");
+                        return code(1);
+                    }
+                }
+            }
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

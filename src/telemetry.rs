@@ -41,6 +41,10 @@ pub struct Metrics {
     pub connections_rejected: IntCounterVec,
     /// `banstream_store_errors_total`: failed database writes (retried).
     pub store_errors: IntCounter,
+    /// `banstream_notifications_total{kind,result}`: mail/webhook messages
+    /// `sent` or `failed` (after retries), and bans `suppressed` (folded
+    /// into a digest instead of a message of their own).
+    pub notifications: IntCounterVec,
 }
 
 impl Metrics {
@@ -109,6 +113,12 @@ impl Metrics {
             "Stream connections refused at the cap",
             &["listener"],
         );
+        let notifications = cv(
+            &registry,
+            "banstream_notifications_total",
+            "Notifications sent or failed, and bans folded into a digest (suppressed)",
+            &["kind", "result"],
+        );
         let bans_active = IntGaugeVec::new(
             Opts::new("banstream_bans_active", "Bans in force"),
             &["jail"],
@@ -159,6 +169,7 @@ impl Metrics {
             evictions,
             connections_rejected,
             store_errors,
+            notifications,
         }
     }
 
@@ -290,6 +301,7 @@ mod tests {
             .with_label_values(&["sshd", "nftables"])
             .inc();
         m.ban_latency.observe(0.001);
+        m.notifications.with_label_values(&["mail", "sent"]).inc();
         let text = m.render();
         for name in [
             "banstream_messages_total{transport=\"udp\"} 1",
@@ -300,6 +312,7 @@ mod tests {
             "banstream_bans_active{jail=\"sshd\"} 1",
             "banstream_action_errors_total{action=\"nftables\",jail=\"sshd\"} 1",
             "banstream_ban_latency_seconds_bucket",
+            "banstream_notifications_total{kind=\"mail\",result=\"sent\"} 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -4,6 +4,12 @@
 mod common;
 
 mod cli;
+mod deploy;
+mod firewall;
 mod ingest;
 mod injection;
+mod netns;
+mod notify;
+mod persistence;
+mod senders;
 mod tools;

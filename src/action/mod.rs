@@ -23,10 +23,30 @@
 //!   removes a jail.
 //! - Every address reaching a backend is an [`IpAddr`]; backends run
 //!   commands as argv vectors, never through a shell.
+//! - [`Backend::attach`] hands the backend the daemon's shared handles
+//!   (metrics, matched lines) before `init`; most backends ignore it.
+//! - [`Backend::lifecycle`] tells the backend a jail using it started
+//!   (daemon start, or a reload added it) or stopped (shutdown, or a reload
+//!   removed it); every `Started` is followed by one `Stopped`. Firewall
+//!   backends ignore it (they create objects lazily in `start`); the
+//!   notifiers send their start/stop notices from it.
+//! - The notifiers (`mail`, `webhook`) never return `Err`: delivery happens
+//!   on their own thread with their own retries, so a dead MTA or webhook
+//!   never makes their worker back off, and never touches another kind's
+//!   worker.
 
+pub mod command;
+pub mod ipset;
+pub mod iptables;
+pub mod libnft;
 pub mod log;
+pub mod mail;
+pub mod nftables;
+pub mod run;
+pub mod ufw;
+pub mod webhook;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -48,6 +68,8 @@ pub const KNOWN: &[&str] = &[
     "iptables-allports",
     "iptables-ipset",
     "ufw",
+    "mail",
+    "webhook",
 ];
 
 /// Address family of a ban.
@@ -133,13 +155,35 @@ pub struct CommandTemplates {
 
 impl JailAction {
     /// Resolves an action reference (`iptables-multiport[name=Named, port=53, protocol=udp]`)
-    /// over the jail's defaults.
+    /// over the jail's defaults. Only the built-in backends; see [`JailAction::resolve_with`].
     pub fn resolve(r: &NamedOptions, d: &ActionDefaults) -> Result<JailAction, String> {
-        let kind = r.name.trim().to_string();
+        Self::resolve_with(r, d, &BTreeMap::new())
+    }
+
+    /// Resolves an action reference that may also name a command action
+    /// (`[action.NAME]` in banstream.toml): such a reference becomes a
+    /// `command` action carrying its templates.
+    pub fn resolve_with(
+        r: &NamedOptions,
+        d: &ActionDefaults,
+        commands: &BTreeMap<String, Arc<CommandTemplates>>,
+    ) -> Result<JailAction, String> {
+        let name = r.name.trim();
+        let (kind, command) = match commands.get(name) {
+            Some(t) => ("command".to_string(), Some(t.clone())),
+            None if name == "command" => {
+                return Err(
+                    "a command action is used by its name: define it as [action.NAME] and write banaction = \"NAME\"".into(),
+                )
+            }
+            None => (name.to_string(), None),
+        };
         if !KNOWN.contains(&kind.as_str()) {
+            let mut known: Vec<&str> = KNOWN.iter().copied().filter(|k| *k != "command").collect();
+            known.extend(commands.keys().map(String::as_str));
             return Err(format!(
                 "unknown action {kind:?} (known: {})",
-                KNOWN.join(", ")
+                known.join(", ")
             ));
         }
         let mut a = JailAction {
@@ -151,7 +195,7 @@ impl JailAction {
             chain: d.chain.clone(),
             blocktype: d.blocktype.clone(),
             options: BTreeMap::new(),
-            command: None,
+            command,
         };
         if a.kind == "iptables-allports" {
             a.ports = PortSpec::All;
@@ -184,6 +228,22 @@ impl JailAction {
                 a.chain
             ));
         }
+        // Kernel limits on object names: iptables chains 28 characters
+        // (`f2b-` + name), ipsets 31 (`f2b-` + name + `6`).
+        let limit = match a.kind.as_str() {
+            "iptables-multiport" | "iptables-allports" => Some(24),
+            "iptables-ipset" => Some(26),
+            _ => None,
+        };
+        if let Some(max) = limit.filter(|m| a.name.len() > *m) {
+            return Err(format!(
+                "{}: name {:?} is longer than {max} characters, too long for the firewall's object names; shorten it with {}[name=...]",
+                a.kind, a.name, a.kind
+            ));
+        }
+        if let Some(t) = &a.command {
+            command::validate(t, &a)?;
+        }
         if !a
             .blocktype
             .bytes()
@@ -211,6 +271,19 @@ impl JailAction {
             command: None,
         }
     }
+}
+
+/// Extra kernel lifetime given to a ban element beyond its remaining time,
+/// so banstream's own unban (at expiry) normally finds it still there.
+pub const KERNEL_GRACE_SECS: u64 = 1;
+
+/// The kernel timeout for a ban element, in whole seconds (`None`: the
+/// ban is permanent, no timeout). Never 0, which would mean "forever" to
+/// ipset.
+pub fn kernel_timeout(ban: &Ban, now: std::time::SystemTime) -> Option<u64> {
+    let left = ban.remaining(now)?;
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    Some(secs.max(1) + KERNEL_GRACE_SECS)
 }
 
 /// Ban or unban.
@@ -246,10 +319,32 @@ pub struct ActionError {
     pub message: String,
 }
 
+/// Handles a backend may need from the daemon besides its kind.
+#[derive(Clone, Default)]
+pub struct Services {
+    /// Where backends count what they do.
+    pub metrics: Metrics,
+    /// Matched lines of banned addresses (for notifications).
+    pub evidence: crate::notify::Evidence,
+}
+
+/// A jail using a backend started or stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Daemon start, or a reload added the jail.
+    Started,
+    /// Shutdown, or a reload removed the jail.
+    Stopped,
+}
+
 /// A firewall (or other) backend. See the module docs for the protocol.
 pub trait Backend: Send {
     /// The backend's name.
     fn kind(&self) -> &'static str;
+    /// Receives the daemon's shared handles, before `init`.
+    fn attach(&mut self, _services: &Services) {}
+    /// A jail using this backend started or stopped.
+    fn lifecycle(&mut self, _action: &JailAction, _event: Lifecycle) {}
     /// Called once before anything else; adopt leftovers of a crashed run.
     fn init(&mut self) -> Result<(), ActionError> {
         Ok(())
@@ -270,9 +365,21 @@ pub fn default_factory() -> Factory {
     Arc::new(|kind: &str| -> Result<Box<dyn Backend>, ActionError> {
         match kind {
             "log" => Ok(Box::new(log::LogBackend)),
+            "mail" => Ok(Box::new(mail::MailBackend::new(mail::Mail::default()))),
+            "webhook" => Ok(Box::new(webhook::WebhookBackend::new(webhook::Webhook))),
+            "nftables" => Ok(Box::new(nftables::NftBackend::new())),
+            "iptables-multiport" => Ok(Box::new(iptables::IptablesBackend::new(
+                "iptables-multiport",
+            ))),
+            "iptables-allports" => Ok(Box::new(iptables::IptablesBackend::new(
+                "iptables-allports",
+            ))),
+            "iptables-ipset" => Ok(Box::new(ipset::IpsetBackend::new())),
+            "ufw" => Ok(Box::new(ufw::UfwBackend::new())),
+            "command" => Ok(Box::new(command::CommandBackend::new())),
             other => Err(ActionError {
                 backend: other.to_string(),
-                message: "this backend is not available in this build; use --dry-run or banaction = \"log\"".into(),
+                message: format!("unknown backend (known: {})", KNOWN.join(", ")),
             }),
         }
     })
@@ -283,6 +390,8 @@ enum Msg {
     /// Stop a jail's objects (reload removed the jail); the bans were
     /// already unbanned by requests queued before this.
     StopJail(Arc<JailAction>),
+    /// A jail using the backend started.
+    Started(Arc<JailAction>),
 }
 
 /// Largest batch handed to a backend at once.
@@ -297,6 +406,7 @@ pub struct Dispatcher {
     workers: HashMap<String, (mpsc::Sender<Msg>, JoinHandle<()>)>,
     factory: Factory,
     metrics: Metrics,
+    services: Services,
 }
 
 impl Dispatcher {
@@ -305,8 +415,18 @@ impl Dispatcher {
         Dispatcher {
             workers: HashMap::new(),
             factory,
+            services: Services {
+                metrics: metrics.clone(),
+                evidence: Default::default(),
+            },
             metrics,
         }
+    }
+
+    /// Shares the engine's matched lines with the backends built from now on.
+    pub fn with_evidence(mut self, evidence: crate::notify::Evidence) -> Dispatcher {
+        self.services.evidence = evidence;
+        self
     }
 
     /// Builds and initialises the backend for `kind` now (so start-up fails
@@ -316,6 +436,7 @@ impl Dispatcher {
             return Ok(());
         }
         let mut backend = (self.factory)(kind)?;
+        backend.attach(&self.services);
         backend.init()?;
         let (tx, rx) = mpsc::channel();
         let metrics = self.metrics.clone();
@@ -344,6 +465,16 @@ impl Dispatcher {
         }
         if let Some((tx, _)) = self.workers.get(&kind) {
             let _ = tx.send(Msg::Work(req));
+        }
+    }
+
+    /// Tells the action's backend that its jail started (see [`Backend::lifecycle`]).
+    pub fn jail_started(&mut self, action: Arc<JailAction>) {
+        if self.ensure(&action.kind).is_err() {
+            return; // `submit` reports it at the first ban
+        }
+        if let Some((tx, _)) = self.workers.get(&action.kind) {
+            let _ = tx.send(Msg::Started(action));
         }
     }
 
@@ -376,10 +507,15 @@ impl Dispatcher {
 fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metrics) {
     let kind = backend.kind();
     let limiter = RateLimiter::default();
-    let mut started: HashSet<(String, Family)> = HashSet::new();
-    let mut started_actions: HashMap<(String, Family), Arc<JailAction>> = HashMap::new();
+    // (action, family) pairs started, in start order. Keyed by the action
+    // itself, not the jail: a jail may run two actions of one kind
+    // (`iptables-multiport[name=a]`, `iptables-multiport[name=b]`), and a
+    // reload that changes an action's ports starts it again.
+    let mut started: Vec<(Arc<JailAction>, Family)> = Vec::new();
     let mut pending: Vec<Request> = Vec::new();
+    let mut announced: Vec<Arc<JailAction>> = Vec::new();
     let mut backoff = FIRST_BACKOFF;
+    let mut failures: u64 = 0;
     let mut open = true;
     while open || !pending.is_empty() {
         // Wait for work (or for the retry delay when a batch is pending).
@@ -419,6 +555,13 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
                 stops.push(a);
                 true
             }
+            Msg::Started(a) => {
+                if !announced.contains(&a) {
+                    announced.push(a.clone());
+                }
+                backend.lifecycle(&a, Lifecycle::Started);
+                false
+            }
         };
         let mut barrier = false;
         if let Some(m) = first {
@@ -435,8 +578,17 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
             }
         }
         if !pending.is_empty() {
-            match run_batch(&mut *backend, &pending, &mut started, &mut started_actions) {
+            match run_batch(&mut *backend, &pending, &mut started) {
                 Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(
+                            action = kind,
+                            failures,
+                            applied = pending.len(),
+                            "action recovered"
+                        );
+                        failures = 0;
+                    }
                     let now = Instant::now();
                     for r in pending.drain(..) {
                         if let (Op::Ban, Some(t)) = (r.op, r.received) {
@@ -448,6 +600,7 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
                     backoff = FIRST_BACKOFF;
                 }
                 Err(e) => {
+                    failures += 1;
                     let mut jails: Vec<&str> =
                         pending.iter().map(|r| r.action.jail.as_str()).collect();
                     jails.sort_unstable();
@@ -473,20 +626,29 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
             }
         }
         for a in stops {
-            for fam in [Family::V4, Family::V6] {
-                let key = (a.jail.to_string(), fam);
-                if started.remove(&key) {
-                    started_actions.remove(&key);
-                    if let Err(e) = backend.stop(&a, fam) {
-                        tracing::error!(action = kind, jail = %a.jail, "stop failed: {e}");
-                    }
+            if let Some(i) = announced.iter().position(|x| **x == *a) {
+                announced.remove(i);
+                backend.lifecycle(&a, Lifecycle::Stopped);
+            }
+            let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut started)
+                .into_iter()
+                .partition(|(s, _)| s.jail == a.jail && s.kind == a.kind);
+            started = kept;
+            for (s, fam) in gone {
+                if let Err(e) = backend.stop(&s, fam) {
+                    metrics
+                        .action_errors
+                        .with_label_values(&[s.jail.as_str(), kind])
+                        .inc();
+                    tracing::error!(action = kind, jail = %s.jail, "stop failed: {e}");
                 }
             }
         }
     }
-    let mut keys: Vec<_> = started_actions.into_iter().collect();
-    keys.sort_by(|a, b| a.0.cmp(&b.0));
-    for ((_, fam), a) in keys {
+    for a in announced {
+        backend.lifecycle(&a, Lifecycle::Stopped);
+    }
+    for (a, fam) in started {
         if let Err(e) = backend.stop(&a, fam) {
             metrics
                 .action_errors
@@ -500,15 +662,17 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
 fn run_batch(
     backend: &mut dyn Backend,
     batch: &[Request],
-    started: &mut HashSet<(String, Family)>,
-    started_actions: &mut HashMap<(String, Family), Arc<JailAction>>,
+    started: &mut Vec<(Arc<JailAction>, Family)>,
 ) -> Result<(), ActionError> {
     for r in batch {
-        let key = (r.action.jail.to_string(), Family::of(r.ban.ip));
-        if r.op == Op::Ban && !started.contains(&key) {
-            backend.start(&r.action, key.1)?;
-            started.insert(key.clone());
-            started_actions.insert(key, r.action.clone());
+        let fam = Family::of(r.ban.ip);
+        if r.op == Op::Ban
+            && !started
+                .iter()
+                .any(|(a, f)| *f == fam && (Arc::ptr_eq(a, &r.action) || **a == *r.action))
+        {
+            backend.start(&r.action, fam)?;
+            started.push((r.action.clone(), fam));
         }
     }
     backend.apply(batch)

@@ -7,7 +7,7 @@
 //! n = 0:  bantime
 //! n > 0:  multipliers given:  bantime × factor × multipliers[min(n, len-1)]
 //!         otherwise:          max(bantime, bantime × 2^min(n, 20) × factor)
-//! then    min(·, bantime.maxtime)  and  + random(0..bantime.rndtime)
+//! then    min(·, max(bantime.maxtime, bantime))  and  + random(0..bantime.rndtime)
 //! ```
 //!
 //! and each new failure of such an address counts `min(2^n / 2 + 1, maxretry)`
@@ -73,7 +73,10 @@ impl BanTimePolicy {
             base * self.factor * self.multipliers[i]
         };
         if let Some(max) = self.maxtime {
-            t = t.min(max.as_secs_f64());
+            // A repeat ban is never shorter than a first one, even when
+            // maxtime is below bantime (a recidive jail of 8d under a
+            // [defaults] maxtime of 6d).
+            t = t.min(max.as_secs_f64().max(base));
         }
         if let Some(rnd) = self.rndtime {
             t += random.clamp(0.0, 1.0) * rnd.as_secs_f64();
@@ -113,6 +116,33 @@ mod tests {
         assert_eq!(secs(p.ban_time(2, 0.0)), 3840);
         assert_eq!(secs(p.ban_time(20, 0.0)), 6 * 86400);
         assert_eq!(secs(p.ban_time(1000, 0.0)), 6 * 86400);
+    }
+
+    #[test]
+    fn factor_scales_both_formulas() {
+        let mut p = BanTimePolicy {
+            bantime: TimeSpec::Finite(Duration::from_secs(100)),
+            increment: true,
+            factor: 1.5,
+            ..Default::default()
+        };
+        assert_eq!(secs(p.ban_time(0, 0.0)), 100, "a first ban is bantime");
+        assert_eq!(secs(p.ban_time(1, 0.0)), 300);
+        assert_eq!(secs(p.ban_time(2, 0.0)), 600);
+        p.multipliers = vec![1.0, 5.0];
+        assert_eq!(secs(p.ban_time(1, 0.0)), 750);
+    }
+
+    #[test]
+    fn maxtime_never_shortens_below_bantime() {
+        let p = BanTimePolicy {
+            bantime: TimeSpec::Finite(Duration::from_secs(8 * 86400)),
+            increment: true,
+            maxtime: Some(Duration::from_secs(6 * 86400)),
+            ..Default::default()
+        };
+        assert_eq!(secs(p.ban_time(0, 0.0)), 8 * 86400);
+        assert_eq!(secs(p.ban_time(1, 0.0)), 8 * 86400);
     }
 
     #[test]

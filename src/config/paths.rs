@@ -6,6 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
+/// The runtime directory of a system service.
+pub const SYSTEM_RUNTIME_DIR: &str = "/run/banstream";
+/// The state directory of a system service.
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/banstream";
+
 fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
@@ -20,7 +25,7 @@ fn env_dir(var: &str) -> Option<PathBuf> {
 pub fn default_runtime_dir() -> PathBuf {
     let uid = euid();
     if uid == 0 {
-        return PathBuf::from("/run/banstream");
+        return PathBuf::from(SYSTEM_RUNTIME_DIR);
     }
     env_dir("XDG_RUNTIME_DIR")
         .map(|d| d.join("banstream"))
@@ -31,7 +36,7 @@ pub fn default_runtime_dir() -> PathBuf {
 pub fn default_state_dir() -> PathBuf {
     let uid = euid();
     if uid == 0 {
-        return PathBuf::from("/var/lib/banstream");
+        return PathBuf::from(SYSTEM_STATE_DIR);
     }
     if let Some(d) = env_dir("XDG_STATE_HOME") {
         return d.join("banstream");

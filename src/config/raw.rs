@@ -34,6 +34,9 @@ pub struct RawConfig {
     /// banstream's own logging.
     #[serde(default)]
     pub log: RawLog,
+    /// Running as a service: the user to drop to after start-up.
+    #[serde(default)]
+    pub run: RawRun,
     /// Values every jail inherits.
     #[serde(default)]
     pub defaults: RawJail,
@@ -43,6 +46,57 @@ pub struct RawConfig {
     /// An existing fail2ban tree to run as well.
     #[serde(default)]
     pub fail2ban: Option<RawFail2ban>,
+    /// Command actions by name, usable in a jail's `banaction` / `action`.
+    #[serde(default)]
+    pub action: BTreeMap<String, RawCommandAction>,
+}
+
+/// `[action.NAME]`: a command action. Each hook is a list of commands, each
+/// command an argv array (`[["ipset", "add", "blocklist", "<ip>"]]`), run
+/// without a shell. Any other key is a static tag usable as `<key>`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawCommandAction {
+    /// Run once per jail and address family before its first ban.
+    #[serde(default)]
+    pub actionstart: Option<Vec<Vec<String>>>,
+    /// Run at shutdown (or when a reload removes the jail) for each family started.
+    #[serde(default)]
+    pub actionstop: Option<Vec<Vec<String>>>,
+    /// Run when a ban or unban command fails; if it fails too, the action is restarted.
+    #[serde(default)]
+    pub actioncheck: Option<Vec<Vec<String>>>,
+    /// Run per ban.
+    #[serde(default)]
+    pub actionban: Option<Vec<Vec<String>>>,
+    /// Run per unban.
+    #[serde(default)]
+    pub actionunban: Option<Vec<Vec<String>>>,
+    /// Static tags: any other key, a string or number (`dest = "root"`).
+    #[serde(flatten)]
+    pub tags: BTreeMap<String, RawTag>,
+}
+
+/// A static tag value.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawTag {
+    /// Text.
+    Text(String),
+    /// A whole number.
+    Number(i64),
+    /// true / false.
+    Bool(bool),
+}
+
+impl RawTag {
+    /// The value as substituted.
+    pub fn as_text(&self) -> String {
+        match self {
+            RawTag::Text(t) => t.clone(),
+            RawTag::Number(n) => n.to_string(),
+            RawTag::Bool(b) => b.to_string(),
+        }
+    }
 }
 
 /// `[listen]`.
@@ -172,6 +226,40 @@ pub struct RawLog {
     /// error, warn, info, debug or trace, or a tracing filter (default "info"; RUST_LOG wins).
     #[serde(default)]
     pub level: Option<String>,
+    /// Where log lines go: "stderr" (default; supervise-daemon captures it) or "syslog".
+    #[serde(default)]
+    pub target: Option<String>,
+    /// With `target = "syslog"`: the local syslog socket (default "/dev/log").
+    /// Lines that cannot be sent (no syslogd yet, buffer full) go to stderr.
+    #[serde(default)]
+    pub syslog_socket: Option<PathBuf>,
+    /// With `target = "syslog"`: the facility (default "daemon").
+    #[serde(default)]
+    pub facility: Option<String>,
+    /// The program name banstream logs as (default "banstream"). Messages
+    /// received with this program are never routed to a jail, so banstream's
+    /// own lines cannot loop back into its input.
+    #[serde(default)]
+    pub ident: Option<String>,
+}
+
+/// `[run]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRun {
+    /// Started as root, drop to this user once the configuration is read
+    /// (default: stay as started). The runtime and state directories are
+    /// created and given to it first.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Group to drop to (default: the user's primary group).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Capabilities kept after the drop, in the ambient set so that the
+    /// firewall commands banstream runs inherit them (default
+    /// ["net_admin", "net_bind_service"]; add "net_raw" for iptables-legacy).
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
 }
 
 /// `[fail2ban]`.
@@ -309,6 +397,26 @@ pub struct RawJail {
     /// Only count lines that arrived over a unix socket from these uids (lines without credentials still count). Empty: any.
     #[serde(default)]
     pub uids: Option<Vec<u32>>,
+    /// Mail recipients of the `mail` action, comma-separated (default "root@localhost").
+    #[serde(default)]
+    pub destemail: Option<String>,
+    /// From address of the `mail` action (default "banstream@HOSTNAME").
+    #[serde(default)]
+    pub sender: Option<String>,
+    /// From display name of the `mail` action (default "banstream").
+    #[serde(default)]
+    pub sendername: Option<String>,
+    /// The sendmail-compatible program the `mail` action runs as `MTA -t -i -f SENDER`
+    /// (default "/usr/sbin/sendmail"; e.g. "/usr/bin/msmtp"). Never mail(1).
+    #[serde(default)]
+    pub mta: Option<String>,
+    /// Digest interval of the `mail` and `webhook` actions: at most one
+    /// notification per interval per jail, listing every ban in it (default 1m; 0: one per ban).
+    #[serde(default)]
+    pub notify_interval: Option<TimeSpec>,
+    /// Notify when the jail starts and stops, like fail2ban's actionstart/actionstop mails (default false).
+    #[serde(default)]
+    pub notify_startstop: Option<bool>,
     /// fail2ban keys with no meaning in-stream: accepted and ignored.
     #[serde(default)]
     pub logpath: Option<toml::Value>,

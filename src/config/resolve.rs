@@ -2,6 +2,7 @@
 //! resolved, filters compiled, ports resolved, ignore lists built. Every
 //! problem is collected so `check` can list them all at once.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,15 +11,17 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::paths;
-use super::raw::{RawInet, RawJail, RawMultipliers, RawUnix};
+use super::raw::{RawCommandAction, RawInet, RawJail, RawMultipliers, RawUnix};
 use super::services::{PortSpec, Protocol};
 use super::timespec::TimeSpec;
 use super::{ConfigError, Loaded};
-use crate::action::{self, JailAction};
+use crate::action::{self, CommandTemplates, JailAction};
 use crate::ban::policy::BanTimePolicy;
 use crate::filter::{self, Filter, NamedOptions};
 use crate::jail::ignore::IgnoreList;
 use crate::jail::JailName;
+use crate::service::logging::LogSettings;
+use crate::service::privileges::{RunSettings, ServicePaths};
 
 /// An inet listener.
 #[derive(Clone, Debug, PartialEq)]
@@ -126,6 +129,10 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// Log level / filter.
     pub log_level: String,
+    /// Log target and ident.
+    pub log: LogSettings,
+    /// The user to drop to after start-up, if any.
+    pub run: Option<RunSettings>,
     /// Jails in name order (disabled ones included, `enabled = false`).
     pub jails: Vec<JailSettings>,
     /// The fail2ban tree to load, if any.
@@ -140,6 +147,34 @@ impl Settings {
     /// The enabled jails.
     pub fn enabled_jails(&self) -> impl Iterator<Item = &JailSettings> {
         self.jails.iter().filter(|j| j.enabled)
+    }
+
+    /// What the service user must own or be able to write (`[run] user`).
+    pub fn service_paths(&self) -> ServicePaths {
+        let mut need = Vec::new();
+        let parents = std::iter::once(&self.control_socket)
+            .chain(std::iter::once(&self.database))
+            .chain(self.listen.unix.iter().map(|u| &u.path))
+            .chain(self.listen.unix_stream.iter().map(|u| &u.path));
+        for p in parents {
+            if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !need.iter().any(|n: &PathBuf| n == d) {
+                    need.push(d.to_path_buf());
+                }
+            }
+        }
+        let db = self.database.display().to_string();
+        ServicePaths {
+            own_dirs: vec![self.runtime_dir.clone(), self.state_dir.clone()],
+            need_dirs: need,
+            own_files: ["", "-wal", "-shm", "-journal"]
+                .iter()
+                .map(|s| PathBuf::from(format!("{db}{s}")))
+                .collect(),
+            xtables_lock: self
+                .enabled_jails()
+                .any(|j| j.actions.iter().any(|a| a.kind.starts_with("iptables"))),
+        }
     }
 
     /// Replaces every action with `log` (`run --dry-run`).
@@ -299,10 +334,41 @@ fn merge(defaults: &RawJail, jail: &RawJail) -> RawJail {
         ipv6_prefix,
         max_tracked,
         uids,
+        destemail,
+        sender,
+        sendername,
+        mta,
+        notify_interval,
+        notify_startstop,
         logpath,
         backend,
         logencoding
     )
+}
+
+/// A recidive jail bans on every port, as fail2ban's does
+/// (`banaction_allports`): unless the jail itself sets them, its `port` and
+/// `protocol` are `all`, and an `iptables-multiport` banaction inherited
+/// from `[defaults]` becomes `iptables-allports`. `own` is the jail as
+/// written, `merged` the jail over `[defaults]`.
+pub fn recidive_defaults(name: &str, own: &RawJail, merged: &mut RawJail) {
+    let filter = merged.filter.as_deref().unwrap_or(name);
+    if filter.split('[').next().map(str::trim) != Some("recidive") {
+        return;
+    }
+    if own.port.is_none() {
+        merged.port = Some(super::raw::RawPorts::Text("all".into()));
+    }
+    if own.protocol.is_none() {
+        merged.protocol = Some("all".into());
+    }
+    if own.banaction.is_none() && own.action.is_none() {
+        if let Some(b) = merged.banaction.as_mut() {
+            if b.trim() == "iptables-multiport" {
+                *b = "iptables-allports".into();
+            }
+        }
+    }
 }
 
 fn multipliers(ctx: &mut Ctx, origin: &str, m: &Option<RawMultipliers>) -> Vec<f64> {
@@ -325,6 +391,73 @@ fn multipliers(ctx: &mut Ctx, origin: &str, m: &Option<RawMultipliers>) -> Vec<f
     }
 }
 
+/// Turns the `[action.NAME]` tables into command templates.
+fn command_actions(
+    ctx: &mut Ctx,
+    raw: &BTreeMap<String, RawCommandAction>,
+) -> BTreeMap<String, Arc<CommandTemplates>> {
+    let mut out = BTreeMap::new();
+    for (name, a) in raw {
+        let origin = format!("action.{name}");
+        if action::KNOWN.contains(&name.as_str()) {
+            ctx.err(
+                &origin,
+                format!("{name:?} is a built-in action; give the command action another name"),
+            );
+            continue;
+        }
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        {
+            ctx.err(
+                &origin,
+                "an action name may only contain letters, digits, '_', '-' and '.'",
+            );
+            continue;
+        }
+        let mut ok = true;
+        let mut list = |key: &str, v: &Option<Vec<Vec<String>>>| -> Vec<Vec<String>> {
+            let v = v.clone().unwrap_or_default();
+            for (i, cmd) in v.iter().enumerate() {
+                if cmd.first().is_none_or(|p| p.trim().is_empty()) {
+                    ctx.err(
+                        format!("{origin}.{key}[{i}]"),
+                        "a command is a non-empty argv array whose first element is the program",
+                    );
+                    ok = false;
+                }
+            }
+            v
+        };
+        let t = CommandTemplates {
+            origin: origin.clone(),
+            start: list("actionstart", &a.actionstart),
+            stop: list("actionstop", &a.actionstop),
+            check: list("actioncheck", &a.actioncheck),
+            ban: list("actionban", &a.actionban),
+            unban: list("actionunban", &a.actionunban),
+            tags: a
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_text()))
+                .collect(),
+        };
+        if t.ban.is_empty() {
+            ctx.err(
+                &origin,
+                "actionban is missing: an action that bans nothing is a mistake",
+            );
+            ok = false;
+        }
+        if ok {
+            out.insert(name.clone(), Arc::new(t));
+        }
+    }
+    out
+}
+
 /// Resolves one jail. `raw` is already merged over `[defaults]`.
 pub fn resolve_jail(
     name: &str,
@@ -337,7 +470,7 @@ pub fn resolve_jail(
         errors: Vec::new(),
         warnings: Vec::new(),
     };
-    let j = resolve_jail_ctx(&mut ctx, name, raw, filter_dirs, own);
+    let j = resolve_jail_ctx(&mut ctx, name, raw, filter_dirs, own, &BTreeMap::new());
     errors.append(&mut ctx.errors);
     j
 }
@@ -348,6 +481,7 @@ fn resolve_jail_ctx(
     raw: &RawJail,
     filter_dirs: &[PathBuf],
     own: &Arc<Vec<IpAddr>>,
+    commands: &BTreeMap<String, Arc<CommandTemplates>>,
 ) -> Option<JailSettings> {
     let origin = format!("jail.{name}");
     let jname = match JailName::new(name) {
@@ -475,15 +609,41 @@ fn resolve_jail_ctx(
         Some(list) if !list.is_empty() => list.clone(),
         _ => vec![raw.banaction.clone().unwrap_or_else(|| "nftables".into())],
     };
+    let notify_keys = crate::notify::JailKeys {
+        destemail: raw.destemail.clone(),
+        sender: raw.sender.clone(),
+        sendername: raw.sendername.clone(),
+        mta: raw.mta.clone(),
+        notify_interval: raw.notify_interval,
+        notify_startstop: raw.notify_startstop,
+    };
     let mut actions = Vec::new();
     for r in &refs {
         match NamedOptions::parse(r)
             .map_err(|e| e.to_string())
-            .and_then(|n| JailAction::resolve(&n, &defaults))
+            .and_then(|n| JailAction::resolve_with(&n, &defaults, commands))
+            .and_then(|a| notifier(a, &notify_keys))
         {
-            Ok(a) => actions.push(Arc::new(a)),
+            Ok((a, warnings)) => {
+                if enabled {
+                    for w in warnings {
+                        ctx.warnings.push(format!("{origin}.action: {w}"));
+                    }
+                }
+                actions.push(Arc::new(a))
+            }
             Err(e) => ctx.err(format!("{origin}.action"), e),
         }
+    }
+    if enabled
+        && !actions.is_empty()
+        && actions
+            .iter()
+            .all(|a| crate::notify::KINDS.contains(&a.kind.as_str()))
+    {
+        ctx.warnings.push(format!(
+            "{origin}.action: only notifications, no ban action: nothing will be blocked (add e.g. \"nftables\")"
+        ));
     }
     let ipv6_prefix = raw.ipv6_prefix.unwrap_or(128);
     if ipv6_prefix == 0 || ipv6_prefix > 128 {
@@ -553,6 +713,22 @@ pub fn greedy_before_host(pattern: &str) -> bool {
     !t.ends_with('$') || escaped
 }
 
+/// Fills a `mail` / `webhook` action's options from the jail's keys and
+/// checks them (other actions pass through). Returns the action and warnings.
+fn notifier(
+    mut a: JailAction,
+    keys: &crate::notify::JailKeys,
+) -> Result<(JailAction, Vec<String>), String> {
+    let check = match a.kind.as_str() {
+        "mail" => action::mail::validate,
+        "webhook" => action::webhook::validate,
+        _ => return Ok((a, Vec::new())),
+    };
+    keys.fill(&a.kind, &mut a.options);
+    let warnings = check(&a.options)?;
+    Ok((a, warnings))
+}
+
 /// The filter directories for a configuration.
 pub fn filter_dirs(loaded: &Loaded) -> Vec<PathBuf> {
     if let Some(d) = &loaded.raw.paths.filter_dirs {
@@ -581,16 +757,37 @@ pub fn resolve(loaded: &Loaded) -> Result<Settings, ConfigError> {
         errors: Vec::new(),
         warnings: Vec::new(),
     };
-    let runtime_dir = raw
-        .paths
-        .runtime_dir
-        .clone()
-        .unwrap_or_else(paths::default_runtime_dir);
-    let state_dir = raw
-        .paths
-        .state_dir
-        .clone()
-        .unwrap_or_else(paths::default_state_dir);
+    let run = match RunSettings::resolve(&raw.run) {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.err("run", e);
+            None
+        }
+    };
+    let log = match LogSettings::resolve(&raw.log) {
+        Ok(l) => l,
+        Err(e) => {
+            ctx.err("log", e);
+            LogSettings::default()
+        }
+    };
+    // A config that names a service user is a system service: the system
+    // directories, whatever uid reads it (the daemon after its drop, or
+    // root running `banstream status`).
+    let runtime_dir = raw.paths.runtime_dir.clone().unwrap_or_else(|| {
+        if run.is_some() {
+            PathBuf::from(paths::SYSTEM_RUNTIME_DIR)
+        } else {
+            paths::default_runtime_dir()
+        }
+    });
+    let state_dir = raw.paths.state_dir.clone().unwrap_or_else(|| {
+        if run.is_some() {
+            PathBuf::from(paths::SYSTEM_STATE_DIR)
+        } else {
+            paths::default_state_dir()
+        }
+    });
     let l = &raw.listen;
     let listen = ListenSettings {
         udp: inet(&mut ctx, "udp", &l.udp),
@@ -638,11 +835,33 @@ pub fn resolve(loaded: &Loaded) -> Result<Settings, ConfigError> {
         .unwrap_or(Duration::from_secs(86400));
     let dirs = filter_dirs(loaded);
     let own = Arc::new(crate::addr::own_addresses());
+    let commands = command_actions(&mut ctx, &raw.action);
     let mut jails = Vec::new();
     for (name, j) in &raw.jail {
-        let merged = merge(&raw.defaults, j);
-        if let Some(js) = resolve_jail_ctx(&mut ctx, name, &merged, &dirs, &own) {
+        let mut merged = merge(&raw.defaults, j);
+        recidive_defaults(name, j, &mut merged);
+        if let Some(js) = resolve_jail_ctx(&mut ctx, name, &merged, &dirs, &own, &commands) {
             jails.push(js);
+        }
+    }
+    if let Some(r) = &run {
+        for j in jails.iter().filter(|j| j.enabled) {
+            if j.actions.iter().any(|a| a.kind == "ufw") {
+                ctx.err(
+                    format!("jail.{}.banaction", j.name),
+                    format!("ufw refuses to run as a user other than root, and run.user = {:?}: use nftables or iptables-*, or remove run.user", r.user),
+                );
+            }
+        }
+        for u in listen.unix.iter().chain(&listen.unix_stream) {
+            if !u.path.starts_with(&runtime_dir) {
+                ctx.warnings.push(format!(
+                    "listen: {} is outside the runtime directory {}: user {:?} must be able to create it",
+                    u.path.display(),
+                    runtime_dir.display(),
+                    r.user
+                ));
+            }
         }
     }
     if !ctx.errors.is_empty() {
@@ -661,6 +880,8 @@ pub fn resolve(loaded: &Loaded) -> Result<Settings, ConfigError> {
         runtime_dir,
         state_dir,
         log_level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
+        log,
+        run,
         jails,
         fail2ban_dir: raw.fail2ban.as_ref().map(|f| f.dir.clone()),
         warnings: ctx.warnings,
@@ -729,6 +950,55 @@ mod tests {
     }
 
     #[test]
+    fn notifier_actions_take_the_jail_keys() {
+        let s = resolve(&loaded(
+            "[jail.x]\nfilter = \"sshd\"\ndestemail = \"a@example.org\"\nnotify_interval = \"5m\"\naction = [\"log\", \"mail[whois=true]\", \"webhook[url=https://example.org/h]\"]\n[jail.y]\nfilter = \"sshd\"\naction = [\"mail\"]\n",
+        ))
+        .unwrap();
+        let x = s.jails.iter().find(|j| j.name.as_str() == "x").unwrap();
+        let mail = x.actions.iter().find(|a| a.kind == "mail").unwrap();
+        assert_eq!(mail.options["dest"], "a@example.org");
+        assert_eq!(mail.options["interval"], "300s");
+        assert_eq!(mail.options["whois"], "true");
+        let hook = x.actions.iter().find(|a| a.kind == "webhook").unwrap();
+        assert_eq!(hook.options["interval"], "300s");
+        assert!(!hook.options.contains_key("dest"));
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("jail.y.action") && w.contains("nothing will be blocked")),
+            "{:?}",
+            s.warnings
+        );
+    }
+
+    #[test]
+    fn recidive_bans_on_all_ports_by_default() {
+        let mut l = loaded(
+            "[jail.sshd]\nport = \"ssh\"\n[jail.recidive]\nenabled = true\nbantime = \"8d\"\nfindtime = \"1d\"\n[jail.recidive-ssh]\nfilter = \"recidive\"\nport = \"ssh\"\nbanaction = \"iptables-multiport\"\n",
+        );
+        l.raw.defaults.banaction = Some("iptables-multiport".into());
+        let s = resolve(&l).unwrap();
+        let j = |n: &str| s.jails.iter().find(|j| j.name.as_str() == n).unwrap();
+        let r = j("recidive");
+        assert!(matches!(r.kind, JailKind::Recidive));
+        assert_eq!(
+            r.policy.bantime,
+            TimeSpec::Finite(Duration::from_secs(8 * 86400))
+        );
+        assert_eq!(r.findtime, Duration::from_secs(86400));
+        assert_eq!(r.ports, PortSpec::All);
+        assert_eq!(r.protocol, Protocol::All);
+        assert_eq!(r.actions[0].kind, "iptables-allports");
+        assert_eq!(r.actions[0].ports, PortSpec::All);
+        // What a jail sets itself wins; other jails are untouched.
+        let own = j("recidive-ssh");
+        assert_eq!(own.actions[0].kind, "iptables-multiport");
+        assert_ne!(own.ports, PortSpec::All);
+        assert_eq!(j("sshd").actions[0].kind, "iptables-multiport");
+    }
+
+    #[test]
     fn warnings_for_open_listeners_and_ignoreself() {
         let s = resolve(&loaded(
             "[listen]\nudp = [\"0.0.0.0:5514\"]\n[jail.x]\nfilter = \"sshd\"\nignoreself = false\n",
@@ -744,5 +1014,73 @@ mod tests {
             "{:?}",
             s.warnings
         );
+    }
+
+    #[test]
+    fn command_actions_resolve_through_every_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("banstream.toml");
+        std::fs::write(
+            &main,
+            r#"
+[action.notify]
+actionstart = [["mkdir", "-p", "<spool>"]]
+actionban = [["touch", "<spool>/<name>-<ip>"], ["logger", "-t", "banstream", "ban <ip> port <port>"]]
+actionunban = [["rm", "-f", "<spool>/<name>-<ip>"]]
+spool = "/run/spool"
+retries = 3
+
+[jail.x]
+filter = "sshd"
+port = "ssh"
+action = ["notify[spool=/tmp/other]", "nftables"]
+
+[jail.y]
+filter = "sshd"
+banaction = "notify"
+"#,
+        )
+        .unwrap();
+        let l = crate::config::load(&crate::config::LoadOptions {
+            file: Some(main),
+            env: false,
+        })
+        .unwrap();
+        let s = resolve(&l).unwrap();
+        let x = s.jails.iter().find(|j| j.name.as_str() == "x").unwrap();
+        assert_eq!(x.actions.len(), 2);
+        assert_eq!(x.actions[0].kind, "command");
+        let t = x.actions[0].command.as_ref().unwrap();
+        assert_eq!(t.ban[0], vec!["touch", "<spool>/<name>-<ip>"]);
+        assert_eq!(t.tags["spool"], "/run/spool");
+        assert_eq!(t.tags["retries"], "3");
+        assert_eq!(x.actions[0].options["spool"], "/tmp/other");
+        assert_eq!(x.actions[1].kind, "nftables");
+        let y = s.jails.iter().find(|j| j.name.as_str() == "y").unwrap();
+        assert_eq!(y.actions[0].kind, "command");
+    }
+
+    #[test]
+    fn bad_command_actions_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("banstream.toml");
+        std::fs::write(
+            &main,
+            "[action.nftables]\nactionban = [[\"true\"]]\n[action.empty]\nactionban = [[]]\n[action.nothing]\nactionstart = [[\"true\"]]\n[jail.z]\nfilter = \"sshd\"\nbanaction = \"command\"\n",
+        )
+        .unwrap();
+        let l = crate::config::load(&crate::config::LoadOptions {
+            file: Some(main),
+            env: false,
+        })
+        .unwrap();
+        let err = resolve(&l).unwrap_err().to_string();
+        assert!(err.contains("action.nftables"), "{err}");
+        assert!(err.contains("action.empty.actionban[0]"), "{err}");
+        assert!(
+            err.contains("action.nothing: actionban is missing"),
+            "{err}"
+        );
+        assert!(err.contains("jail.z.action"), "{err}");
     }
 }

@@ -117,9 +117,21 @@ impl Daemon {
 
     /// Writes the configuration for `opts` into its directory (without starting).
     pub fn write_config(dir: &Path, opts: &Opts) -> PathBuf {
-        let listen = opts.listen.clone().unwrap_or_else(|| {
+        let mut listen = opts.listen.clone().unwrap_or_else(|| {
             "udp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\nunix = [\"log.sock\"]\n".to_string()
         });
+        // Listener kinds the test leaves out are off, not the embedded
+        // defaults (which would bind 127.0.0.1:5514 in every test at once).
+        for key in ["udp", "tcp", "unix", "unix_stream"] {
+            let set = listen.lines().any(|l| {
+                l.trim_start()
+                    .strip_prefix(key)
+                    .is_some_and(|r| r.trim_start().starts_with('='))
+            });
+            if !set {
+                listen.push_str(&format!("\n{key} = []\n"));
+            }
+        }
         let text = format!(
             "[paths]\nruntime_dir = \"{run}\"\nstate_dir = \"{state}\"\n\n[listen]\n{listen}\n[http]\nlisten = \"127.0.0.1:0\"\n\n[log]\nlevel = \"debug\"\n\n{quiet}\n",
             run = dir.join("run").display(),

@@ -1,0 +1,200 @@
+//! The `iptables-ipset` backend: one `hash:ip` set per jail and family
+//! (`f2b-<name>`, `f2b-<name>6`, like fail2ban's iptables-ipset action) with
+//! per-element timeouts, referenced by one iptables rule per protocol and
+//! port group (`-m set --match-set f2b-<name> src -j <blocktype>`).
+//!
+//! Bans and unbans are set operations, a whole batch in one `ipset restore
+//! -exist`: adding a present address refreshes its timeout and deleting an
+//! absent one is a no-op, so a batch can always be repeated. Each element
+//! carries the ban's remaining time, so bans still end if banstream dies.
+
+use std::collections::HashSet;
+
+use super::iptables::{blocktype, has_pair, match_specs, spec, Xt};
+use super::run::{argv, run, run_for, COMMAND_TIMEOUT};
+use super::{kernel_timeout, ActionError, Backend, Family, JailAction, Op, Request};
+
+const KIND: &str = "iptables-ipset";
+
+/// Elements a set may hold (the kernel default of 65536 is too small for
+/// imported blocklists).
+const MAXELEM: u32 = 1 << 20;
+
+/// ipset's largest timeout in seconds; longer bans are stored without a
+/// timeout and lifted by banstream itself.
+const MAX_TIMEOUT: u64 = 2_147_483;
+
+/// The set of a jail's bans for a family.
+pub fn set_name(a: &JailAction, family: Family) -> String {
+    match family {
+        Family::V4 => format!("f2b-{}", a.name),
+        Family::V6 => format!("f2b-{}6", a.name),
+    }
+}
+
+fn inet(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "inet",
+        Family::V6 => "inet6",
+    }
+}
+
+/// `iptables-ipset`.
+#[derive(Default)]
+pub struct IpsetBackend {
+    xt: Option<Xt>,
+    /// Sets created or adopted by this run.
+    sets: HashSet<String>,
+}
+
+impl IpsetBackend {
+    /// A backend that probes its tools on `init`.
+    pub fn new() -> IpsetBackend {
+        IpsetBackend::default()
+    }
+
+    fn xt(&mut self) -> Result<&Xt, ActionError> {
+        if self.xt.is_none() {
+            self.xt = Some(Xt::probe(KIND)?);
+        }
+        self.xt.as_ref().ok_or_else(|| ActionError {
+            backend: KIND.into(),
+            message: "iptables is not usable".into(),
+        })
+    }
+
+    /// Creates the set, or adopts one a previous run (or fail2ban) left if it
+    /// is a `hash:ip` set of the right family with timeout support.
+    fn ensure_set(&self, name: &str, family: Family) -> Result<(), ActionError> {
+        let create = argv(&[
+            "ipset",
+            "create",
+            name,
+            "hash:ip",
+            "family",
+            inet(family),
+            "timeout",
+            "0",
+            "maxelem",
+            &MAXELEM.to_string(),
+            "-exist",
+        ]);
+        let Err(fail) = run(&create, None, COMMAND_TIMEOUT) else {
+            return Ok(());
+        };
+        // Same name, other parameters (another maxelem or default timeout):
+        // adopt it if it can hold our bans.
+        let header = run_for(KIND, &argv(&["ipset", "list", "-t", name]), None)
+            .map_err(|_| fail.into_error(KIND))?
+            .stdout;
+        let ok = header.lines().any(|l| l.trim() == "Type: hash:ip")
+            && header.lines().any(|l| {
+                l.starts_with("Header:")
+                    && l.contains(&format!("family {}", inet(family)))
+                    && l.contains("timeout")
+            });
+        if ok {
+            return Ok(());
+        }
+        Err(ActionError {
+            backend: KIND.into(),
+            message: format!(
+                "ipset {name} exists but is not a hash:ip set of family {} with timeout support; remove it (`ipset destroy {name}`) or give the action another name=",
+                inet(family)
+            ),
+        })
+    }
+}
+
+impl Backend for IpsetBackend {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn init(&mut self) -> Result<(), ActionError> {
+        self.xt()?;
+        run_for(KIND, &argv(&["ipset", "version"]), None).map(|_| ())
+    }
+
+    fn start(&mut self, a: &JailAction, family: Family) -> Result<(), ActionError> {
+        let set = set_name(a, family);
+        self.ensure_set(&set, family)?;
+        let target = format!(
+            "-m set --match-set {set} src -j {}",
+            blocktype(&a.blocktype, family)
+        );
+        let desired: Vec<String> = match_specs(&a.ports, a.protocol)
+            .iter()
+            .map(|m| spec(m, &target))
+            .collect();
+        self.xt()?.reconcile_refs(family, &a.chain, &desired, |t| {
+            has_pair(t, "--match-set", &set)
+        })?;
+        self.sets.insert(set);
+        Ok(())
+    }
+
+    fn apply(&mut self, batch: &[Request]) -> Result<(), ActionError> {
+        let mut script = String::with_capacity(batch.len() * 40);
+        let now = std::time::SystemTime::now();
+        for r in batch {
+            let set = set_name(&r.action, Family::of(r.ban.ip));
+            match r.op {
+                Op::Ban => {
+                    let t = kernel_timeout(&r.ban, now)
+                        .filter(|t| *t <= MAX_TIMEOUT)
+                        .unwrap_or(0);
+                    script.push_str(&format!("add {set} {} timeout {t}\n", r.ban.ip));
+                }
+                Op::Unban => {
+                    // A set that was never created (the jail never banned in
+                    // this family) has nothing to delete.
+                    if self.sets.contains(&set) {
+                        script.push_str(&format!("del {set} {}\n", r.ban.ip));
+                    }
+                }
+            }
+        }
+        if script.is_empty() {
+            return Ok(());
+        }
+        run_for(
+            KIND,
+            &argv(&["ipset", "restore", "-exist"]),
+            Some(script.as_bytes()),
+        )
+        .map(|_| ())
+    }
+
+    fn stop(&mut self, a: &JailAction, family: Family) -> Result<(), ActionError> {
+        let set = set_name(a, family);
+        self.xt()?
+            .remove_refs(family, &a.chain, |t| has_pair(t, "--match-set", &set))?;
+        self.sets.remove(&set);
+        let exists = run(&argv(&["ipset", "list", "-n", &set]), None, COMMAND_TIMEOUT).is_ok();
+        if !exists {
+            return Ok(());
+        }
+        // The kernel may release the rule's reference to the set a moment
+        // after the rule is gone; give it a few short tries.
+        let destroy = argv(&["ipset", "destroy", &set]);
+        let mut last = None;
+        for i in 0..20u32 {
+            match run(&destroy, None, COMMAND_TIMEOUT) {
+                Ok(_) => return Ok(()),
+                Err(f) if f.stderr.contains("in use") => {
+                    last = Some(f);
+                    std::thread::sleep(std::time::Duration::from_millis(10 * u64::from(i + 1)));
+                }
+                Err(f) => return Err(f.into_error(KIND)),
+            }
+        }
+        Err(last.map_or_else(
+            || ActionError {
+                backend: KIND.into(),
+                message: format!("cannot destroy ipset {set}"),
+            },
+            |f| f.into_error(KIND),
+        ))
+    }
+}

@@ -1,0 +1,413 @@
+//! The `nftables` backend. banstream owns one table, `inet banstream`; per
+//! jail and family it holds a set of banned addresses (`flags timeout`) and
+//! a base chain hooked at input with one rule matching the jail's protocol
+//! and ports against that set:
+//!
+//! ```text
+//! table inet banstream {
+//!     set f2b-sshd-v4 { type ipv4_addr; flags timeout; }
+//!     chain f2b-sshd-v4 {
+//!         type filter hook input priority filter - 1; policy accept;
+//!         tcp dport { 22 } ip saddr @f2b-sshd-v4 counter reject
+//!     }
+//! }
+//! ```
+//!
+//! A chain per (jail, family) makes `start` one idempotent transaction
+//! (`add` the set and chain, `flush` the chain, `add` its rule: no rule
+//! handles to track, no duplicates) and `stop` a plain delete. Every batch of
+//! bans and unbans is one nft transaction, all or nothing, run in-process
+//! through libnftables when it is installed (else by `nft -f -`). Elements
+//! carry the ban's remaining time as kernel timeout (plus a second of grace
+//! so banstream's own unban normally comes first), so bans end even if
+//! banstream dies; permanent bans have none.
+//!
+//! nft's `delete element` fails on an absent element, so the backend mirrors
+//! each set's contents (read from the kernel at `init`, which is how the
+//! leftovers of a crash are adopted) and only deletes what is there. If the
+//! kernel disagrees (an element timed out), the batch is retried once at
+//! once after re-reading the table.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use super::libnft::LibNft;
+use super::run::{argv, run, run_for, COMMAND_TIMEOUT};
+use super::{kernel_timeout, ActionError, Backend, Family, JailAction, Op, Request};
+use crate::config::services::{PortSpec, Protocol};
+
+const KIND: &str = "nftables";
+/// The table banstream owns.
+pub const TABLE: &str = "banstream";
+
+/// The set (and chain) of a jail's bans for a family.
+pub fn set_name(a: &JailAction, family: Family) -> String {
+    match family {
+        Family::V4 => format!("f2b-{}-v4", a.name),
+        Family::V6 => format!("f2b-{}-v6", a.name),
+    }
+}
+
+/// The rule of a jail for a family: protocol and port match, the set
+/// lookup, a counter and the verdict.
+pub fn rule(a: &JailAction, family: Family) -> String {
+    let set = set_name(a, family);
+    let ports = match &a.ports {
+        PortSpec::All => None,
+        PortSpec::List(l) => Some(
+            l.iter()
+                .map(|r| {
+                    if r.start == r.end {
+                        r.start.to_string()
+                    } else {
+                        format!("{}-{}", r.start, r.end)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+    };
+    let proto = match (a.protocol, &ports) {
+        (Protocol::Tcp, Some(p)) => format!("tcp dport {{ {p} }} "),
+        (Protocol::Udp, Some(p)) => format!("udp dport {{ {p} }} "),
+        (Protocol::All, Some(p)) => format!("meta l4proto {{ tcp, udp }} th dport {{ {p} }} "),
+        (Protocol::Tcp, None) => "meta l4proto tcp ".into(),
+        (Protocol::Udp, None) => "meta l4proto udp ".into(),
+        (Protocol::All, None) => String::new(),
+    };
+    let saddr = match family {
+        Family::V4 => "ip saddr",
+        Family::V6 => "ip6 saddr",
+    };
+    format!("{proto}{saddr} @{set} counter {}", verdict(a))
+}
+
+/// iptables blocktypes in nft terms: DROP drops, anything else rejects
+/// (`tcp-reset` as a TCP reset when the rule only sees TCP).
+fn verdict(a: &JailAction) -> &'static str {
+    let bt = a.blocktype.to_ascii_lowercase();
+    if bt.trim_start().starts_with("drop") {
+        "drop"
+    } else if bt.contains("tcp-reset") && a.protocol == Protocol::Tcp {
+        "reject with tcp reset"
+    } else {
+        "reject"
+    }
+}
+
+/// The hook of the jail's base chain: `chain = FORWARD` bans forwarded
+/// traffic (routers, containers), anything else incoming traffic.
+fn hook(a: &JailAction) -> &'static str {
+    if a.chain.eq_ignore_ascii_case("forward") {
+        "forward"
+    } else {
+        "input"
+    }
+}
+
+/// `nftables`.
+#[derive(Default)]
+pub struct NftBackend {
+    /// libnftables, when installed; else the `nft` program is run.
+    lib: Option<LibNft>,
+    /// Set name → addresses in it, as far as we know.
+    sets: HashMap<String, HashSet<IpAddr>>,
+    /// (set name) pairs started by this run.
+    started: HashSet<String>,
+    /// A batch failed: re-read the table before the next one.
+    dirty: bool,
+}
+
+impl NftBackend {
+    /// A backend that reads the table on `init`.
+    pub fn new() -> NftBackend {
+        NftBackend::default()
+    }
+
+    /// Runs a script as one transaction; `Err` is nft's error text.
+    fn exec(&mut self, script: &str) -> Result<(), String> {
+        match &mut self.lib {
+            Some(lib) => lib.run(script),
+            None => run(
+                &argv(&["nft", "-f", "-"]),
+                Some(script.as_bytes()),
+                COMMAND_TIMEOUT,
+            )
+            .map(|_| ())
+            .map_err(|f| f.into_error(KIND).message),
+        }
+    }
+
+    fn nft(&mut self, script: &str) -> Result<(), ActionError> {
+        self.exec(script).map_err(|e| {
+            let lines = script.lines().count();
+            let head: String = script
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(160)
+                .collect();
+            ActionError {
+                backend: KIND.into(),
+                message: format!(
+                    "nft -f (script of {lines} lines, first `{head}`): {}",
+                    e.trim()
+                ),
+            }
+        })
+    }
+
+    /// Re-reads every set of our table from the kernel.
+    fn sync(&mut self) -> Result<(), ActionError> {
+        let out = run(
+            &argv(&["nft", "-j", "list", "table", "inet", TABLE]),
+            None,
+            COMMAND_TIMEOUT,
+        );
+        self.sets.clear();
+        self.dirty = false;
+        let text = match out {
+            Ok(r) => r.stdout,
+            Err(f) if f.stderr.contains("No such file or directory") => return Ok(()),
+            Err(f) => return Err(f.into_error(KIND)),
+        };
+        let v: Value = serde_json::from_str(&text).map_err(|e| ActionError {
+            backend: KIND.into(),
+            message: format!("cannot parse `nft -j list table inet {TABLE}`: {e}"),
+        })?;
+        for item in v["nftables"].as_array().into_iter().flatten() {
+            let Some(set) = item.get("set") else { continue };
+            let Some(name) = set["name"].as_str() else {
+                continue;
+            };
+            let mut elems = HashSet::new();
+            for e in set["elem"].as_array().into_iter().flatten() {
+                let val = e.as_str().or_else(|| e["elem"]["val"].as_str());
+                if let Some(ip) = val.and_then(|s| s.parse::<IpAddr>().ok()) {
+                    elems.insert(ip);
+                }
+            }
+            self.sets.insert(name.to_string(), elems);
+        }
+        Ok(())
+    }
+
+    /// The script for a batch, and the sets' contents once it is applied.
+    fn script(
+        &self,
+        batch: &[Request],
+        now: SystemTime,
+    ) -> (String, HashMap<String, HashSet<IpAddr>>) {
+        // Last operation per (set, address) wins, which is what applying the
+        // batch in order would leave.
+        let mut last: HashMap<(String, IpAddr), &Request> = HashMap::new();
+        let mut order: Vec<(String, IpAddr)> = Vec::new();
+        for r in batch {
+            let key = (set_name(&r.action, Family::of(r.ban.ip)), r.ban.ip);
+            if last.insert(key.clone(), r).is_none() {
+                order.push(key);
+            }
+        }
+        let mut after: HashMap<String, HashSet<IpAddr>> = HashMap::new();
+        let mut dels: HashMap<&str, Vec<String>> = HashMap::new();
+        let mut adds: HashMap<&str, Vec<String>> = HashMap::new();
+        let mut sets: Vec<&str> = Vec::new();
+        for key in &order {
+            let (set, ip) = key;
+            let Some(r) = last.get(key) else { continue };
+            let known = self.sets.get(set);
+            let present = known.is_some_and(|s| s.contains(ip));
+            if known.is_none() && r.op == Op::Unban {
+                continue; // no such set: nothing to lift
+            }
+            let state = after
+                .entry(set.clone())
+                .or_insert_with(|| known.cloned().unwrap_or_default());
+            if !sets.contains(&set.as_str()) {
+                sets.push(set);
+            }
+            match r.op {
+                Op::Ban => {
+                    if present {
+                        // Re-adding keeps the old timeout: replace it.
+                        dels.entry(set).or_default().push(ip.to_string());
+                    }
+                    let elem = match kernel_timeout(&r.ban, now) {
+                        Some(t) => format!("{ip} timeout {t}s"),
+                        None => ip.to_string(),
+                    };
+                    adds.entry(set).or_default().push(elem);
+                    state.insert(*ip);
+                }
+                Op::Unban => {
+                    if present {
+                        dels.entry(set).or_default().push(ip.to_string());
+                    }
+                    state.remove(ip);
+                }
+            }
+        }
+        let mut script = String::new();
+        for set in sets {
+            if let Some(d) = dels.get(set) {
+                let _ = writeln!(
+                    script,
+                    "delete element inet {TABLE} {set} {{ {} }}",
+                    d.join(", ")
+                );
+            }
+            if let Some(a) = adds.get(set) {
+                let _ = writeln!(
+                    script,
+                    "add element inet {TABLE} {set} {{ {} }}",
+                    a.join(", ")
+                );
+            }
+        }
+        (script, after)
+    }
+
+    fn try_apply(&mut self, batch: &[Request]) -> Result<(), ActionError> {
+        let (script, after) = self.script(batch, SystemTime::now());
+        if !script.is_empty() {
+            self.nft(&script)?;
+        }
+        self.sets.extend(after);
+        Ok(())
+    }
+}
+
+impl Backend for NftBackend {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn init(&mut self) -> Result<(), ActionError> {
+        self.lib = LibNft::open();
+        if self.lib.is_none() {
+            run_for(KIND, &argv(&["nft", "--version"]), None)?;
+            tracing::info!("libnftables not found: running the nft program per batch");
+        }
+        self.sync()?;
+        let adopted: usize = self.sets.values().map(HashSet::len).sum();
+        if !self.sets.is_empty() {
+            tracing::info!(
+                sets = self.sets.len(),
+                elements = adopted,
+                "adopted table inet {TABLE} left by a previous run"
+            );
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, a: &JailAction, family: Family) -> Result<(), ActionError> {
+        let name = set_name(a, family);
+        let ty = match family {
+            Family::V4 => "ipv4_addr",
+            Family::V6 => "ipv6_addr",
+        };
+        let script = format!(
+            "add table inet {TABLE}\n\
+             add set inet {TABLE} {name} {{ type {ty}; flags timeout; }}\n\
+             add chain inet {TABLE} {name} {{ type filter hook {hook} priority filter - 1; policy accept; }}\n\
+             flush chain inet {TABLE} {name}\n\
+             add rule inet {TABLE} {name} {rule}\n",
+            hook = hook(a),
+            rule = rule(a, family),
+        );
+        self.nft(&script)?;
+        self.sets.entry(name.clone()).or_default();
+        self.started.insert(name);
+        Ok(())
+    }
+
+    fn apply(&mut self, batch: &[Request]) -> Result<(), ActionError> {
+        if self.dirty {
+            self.sync()?;
+        }
+        match self.try_apply(batch) {
+            Ok(()) => Ok(()),
+            Err(first) => {
+                // Most likely an element the kernel already timed out:
+                // re-read and try once more before reporting.
+                tracing::debug!("nft batch failed, re-reading the table: {first}");
+                self.sync()?;
+                self.try_apply(batch).inspect_err(|_| self.dirty = true)
+            }
+        }
+    }
+
+    fn stop(&mut self, a: &JailAction, family: Family) -> Result<(), ActionError> {
+        let name = set_name(a, family);
+        self.started.remove(&name);
+        let script = if self.started.is_empty() {
+            // Nothing of ours is left running: drop the whole table, which
+            // also takes any leftovers of jails a crashed run had.
+            format!("delete table inet {TABLE}\n")
+        } else {
+            format!("delete chain inet {TABLE} {name}\ndelete set inet {TABLE} {name}\n")
+        };
+        match self.exec(&script) {
+            Ok(()) => {}
+            Err(e) if e.contains("No such file or directory") => {}
+            Err(e) => {
+                return Err(ActionError {
+                    backend: KIND.into(),
+                    message: format!("nft `{}`: {}", script.trim(), e.trim()),
+                })
+            }
+        }
+        if self.started.is_empty() {
+            self.sets.clear();
+        } else {
+            self.sets.remove(&name);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jail::JailName;
+
+    fn action(ports: &str, proto: Protocol, bt: &str) -> JailAction {
+        let mut a = JailAction::log(&JailName::new("sshd").unwrap());
+        a.kind = KIND.into();
+        a.ports = PortSpec::parse(ports).unwrap();
+        a.protocol = proto;
+        a.blocktype = bt.into();
+        a
+    }
+
+    #[test]
+    fn rules_match_ports_protocol_and_family() {
+        assert_eq!(
+            rule(
+                &action("ssh,1000:2000", Protocol::Tcp, "REJECT"),
+                Family::V4
+            ),
+            "tcp dport { 22, 1000-2000 } ip saddr @f2b-sshd-v4 counter reject"
+        );
+        assert_eq!(
+            rule(&action("all", Protocol::All, "DROP"), Family::V6),
+            "ip6 saddr @f2b-sshd-v6 counter drop"
+        );
+        assert_eq!(
+            rule(&action("53", Protocol::All, "REJECT"), Family::V4),
+            "meta l4proto { tcp, udp } th dport { 53 } ip saddr @f2b-sshd-v4 counter reject"
+        );
+        assert_eq!(
+            rule(
+                &action("all", Protocol::Tcp, "REJECT --reject-with tcp-reset"),
+                Family::V4
+            ),
+            "meta l4proto tcp ip saddr @f2b-sshd-v4 counter reject with tcp reset"
+        );
+    }
+}

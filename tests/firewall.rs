@@ -1,0 +1,613 @@
+//! Real bans, proven in network namespaces: for each firewall backend an
+//! attacker namespace connects to a victim namespace where the daemon runs;
+//! syslog failures (sent with `logger` to the daemon's unix socket) must cut
+//! it off within a second for IPv4 and IPv6, `unban` must restore it, a
+//! SIGKILL and restart must not duplicate anything, and stopping the daemon
+//! must leave the firewall as it was. Also: bulk loads through the set
+//! backends, a failing firewall command, and a command action fed hostile
+//! tag values.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use crate::common::{have, is_root, Daemon, Opts};
+use crate::netns::{NetPair, ATTACKER4, ATTACKER6, VICTIM4, VICTIM6};
+use crate::require;
+
+/// The port the jail covers.
+const COVERED: u16 = 2222;
+/// A port it does not cover.
+const OTHER: u16 = 8080;
+
+fn tools(kind: &str) -> Vec<&'static str> {
+    let mut t = vec!["ip", "logger"];
+    match kind {
+        "nftables" => t.push("nft"),
+        "iptables-ipset" => t.extend([
+            "ipset",
+            "iptables",
+            "ip6tables",
+            "iptables-save",
+            "ip6tables-save",
+        ]),
+        _ => t.extend([
+            "iptables",
+            "ip6tables",
+            "iptables-restore",
+            "ip6tables-restore",
+            "iptables-save",
+            "ip6tables-save",
+        ]),
+    }
+    t
+}
+
+/// Skips (with the reason) unless root with every tool of `kind`.
+fn missing(kind: &str) -> Option<String> {
+    if !is_root() {
+        return Some("needs root for network namespaces and firewalls".into());
+    }
+    tools(kind)
+        .into_iter()
+        .find(|t| !have(t))
+        .map(|t| format!("{t} is not installed"))
+}
+
+fn jail(kind: &str, extra: &str) -> String {
+    format!(
+        "[jail.sshd]\nenabled = true\nfilter = \"sshd\"\nmaxretry = 2\nbantime = \"1h\"\nport = \"{COVERED}\"\nbanaction = \"{kind}\"\n{extra}\n"
+    )
+}
+
+fn start(net: &NetPair, toml: &str, dir: Option<tempfile::TempDir>, wrap: Vec<String>) -> Daemon {
+    Daemon::start_with(Opts {
+        toml: toml.to_string(),
+        dry_run: false,
+        listen: Some("unix = [\"log.sock\"]\n".into()),
+        wrap: if wrap.is_empty() { net.wrap() } else { wrap },
+        dir,
+        default_jails: false,
+    })
+}
+
+fn fail(d: &Daemon, ip: &str) {
+    let sock = d.unix[0].display().to_string();
+    d.logger(&[
+        "-u",
+        &sock,
+        "-t",
+        "sshd",
+        "-i",
+        &format!("Failed password for root from {ip} port 4711 ssh2"),
+    ]);
+}
+
+fn cli_ok(d: &Daemon, args: &[&str]) {
+    let out = d.cli(args);
+    assert!(
+        out.status.success(),
+        "banstream {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Everything the firewall holds in the victim namespace.
+fn dump(net: &NetPair) -> String {
+    let mut s = String::new();
+    for cmd in [
+        &["iptables-save"][..],
+        &["ip6tables-save"],
+        &["ipset", "list"],
+        &["nft", "list", "ruleset"],
+    ] {
+        if have(cmd[0]) {
+            s.push_str(&format!("### {}\n{}\n", cmd.join(" "), net.exec_text(cmd)));
+        }
+    }
+    s
+}
+
+fn section<'a>(dump: &'a str, name: &str) -> &'a str {
+    let start = dump
+        .find(&format!("### {name}\n"))
+        .map_or(dump.len(), |i| i + name.len() + 5);
+    let rest = &dump[start..];
+    &rest[..rest.find("\n### ").unwrap_or(rest.len())]
+}
+
+fn assert_clean(net: &NetPair, when: &str) {
+    let d = dump(net);
+    assert!(
+        !d.contains("f2b-") && !d.contains("banstream"),
+        "{when}: banstream objects left in the firewall:\n{d}"
+    );
+}
+
+/// Objects that must exist exactly once after a restart (a duplicate means
+/// adoption failed).
+fn assert_no_duplicates(kind: &str, net: &NetPair) {
+    let d = dump(net);
+    let v4 = section(&d, "iptables-save");
+    let v6 = section(&d, "ip6tables-save");
+    let once = |hay: &str, needle: &str| {
+        assert_eq!(
+            hay.matches(needle).count(),
+            1,
+            "{needle:?} must appear exactly once in:\n{d}"
+        );
+    };
+    match kind {
+        "nftables" => {
+            let nft = section(&d, "nft list ruleset");
+            once(nft, "table inet banstream");
+            for fam in ["v4", "v6"] {
+                once(nft, &format!("set f2b-sshd-{fam} {{"));
+                once(nft, &format!("chain f2b-sshd-{fam} {{"));
+                once(nft, &format!("@f2b-sshd-{fam} "));
+            }
+            once(nft, &format!("{ATTACKER4} "));
+            once(nft, &format!("{ATTACKER6} "));
+        }
+        "iptables-ipset" => {
+            once(v4, "--match-set f2b-sshd src");
+            once(v6, "--match-set f2b-sshd6 src");
+            let sets = net.exec_text(&["ipset", "list", "-n"]);
+            assert_eq!(
+                sets.lines().filter(|l| l.starts_with("f2b-sshd")).count(),
+                2,
+                "{sets}"
+            );
+            once(section(&d, "ipset list"), &format!("{ATTACKER4} timeout"));
+            once(section(&d, "ipset list"), &format!("{ATTACKER6} timeout"));
+        }
+        _ => {
+            once(v4, ":f2b-sshd ");
+            once(v6, ":f2b-sshd ");
+            once(v4, "-j f2b-sshd");
+            once(v6, "-j f2b-sshd");
+            once(v4, &format!("-s {ATTACKER4}/32"));
+            once(v6, &format!("-s {ATTACKER6}/128"));
+            once(v4, "-A f2b-sshd -j RETURN");
+        }
+    }
+}
+
+/// The whole life of one backend: ban both families from syslog, port
+/// coverage, unban, crash, adopt, stop.
+fn round_trip(kind: &str) {
+    let net = NetPair::new();
+    let _covered = net.listen(COVERED);
+    let _other = net.listen(OTHER);
+    let allports = kind == "iptables-allports";
+    let open = Duration::from_secs(2);
+    for dst in [VICTIM4, VICTIM6] {
+        assert!(
+            net.until_open(dst, COVERED, open),
+            "{kind}: no path to {dst} before the ban"
+        );
+    }
+    let d = start(&net, &jail(kind, ""), None, Vec::new());
+    for (attacker, dst) in [(ATTACKER4, VICTIM4), (ATTACKER6, VICTIM6)] {
+        assert!(net.attacker_connects(dst, COVERED, open));
+        fail(&d, attacker);
+        fail(&d, attacker); // the triggering message
+        let took = net.until_blocked(dst, COVERED, Duration::from_secs(5));
+        let took = took.unwrap_or_else(|| {
+            panic!(
+                "{kind}: {attacker} still connects 5 s after its ban\n{}\n{}",
+                dump(&net),
+                d.log_text()
+            )
+        });
+        eprintln!("{kind}: {attacker} blocked {took:?} after the triggering message");
+        assert!(
+            took < Duration::from_secs(1),
+            "{kind}: {attacker} blocked only after {took:?}"
+        );
+        // A port-limited jail leaves other ports reachable; allports does not.
+        assert_eq!(
+            net.attacker_connects(dst, OTHER, Duration::from_millis(500)),
+            !allports,
+            "{kind}: port {OTHER} reachability for banned {attacker}"
+        );
+    }
+    assert!(d.is_banned("sshd", ATTACKER4) && d.is_banned("sshd", ATTACKER6));
+
+    // unban restores the connection.
+    cli_ok(&d, &["unban", ATTACKER4]);
+    cli_ok(&d, &["unban", "sshd", ATTACKER6]);
+    for dst in [VICTIM4, VICTIM6] {
+        assert!(
+            net.until_open(dst, COVERED, Duration::from_secs(3)),
+            "{kind}: unban did not restore {dst}\n{}",
+            dump(&net)
+        );
+    }
+
+    // Ban again, crash, restart: the leftovers are adopted, not duplicated.
+    cli_ok(&d, &["ban", "sshd", ATTACKER4]);
+    cli_ok(&d, &["ban", "sshd", ATTACKER6]);
+    for dst in [VICTIM4, VICTIM6] {
+        assert!(net
+            .until_blocked(dst, COVERED, Duration::from_secs(3))
+            .is_some());
+    }
+    let dir = d.into_dir(); // SIGKILL
+    assert!(
+        !net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(300)),
+        "{kind}: the ban must outlive a crash"
+    );
+    let mut d = start(&net, &jail(kind, ""), Some(dir), Vec::new());
+    // The store restores both bans at start and re-applies them over the
+    // leftovers of the crashed run.
+    assert!(
+        d.is_banned("sshd", ATTACKER4) && d.is_banned("sshd", ATTACKER6),
+        "{kind}: bans restored from the store"
+    );
+    // A marker ban queued behind them: once it is in the firewall, so are they.
+    cli_ok(&d, &["ban", "sshd", "198.18.0.99"]);
+    let marker = |n: &NetPair| dump(n).contains("198.18.0.99");
+    let t = Instant::now();
+    while !marker(&net) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        marker(&net),
+        "{kind}: marker ban never applied\n{}",
+        d.log_text()
+    );
+    assert_no_duplicates(kind, &net);
+    assert!(!net.attacker_connects(VICTIM6, COVERED, Duration::from_millis(300)));
+
+    // Stopping removes everything banstream created.
+    assert!(d.stop(), "{kind}: unclean exit\n{}", d.log_text());
+    assert_clean(&net, kind);
+    assert!(net.until_open(VICTIM4, COVERED, Duration::from_secs(2)));
+    assert!(net.until_open(VICTIM6, COVERED, Duration::from_secs(2)));
+}
+
+#[test]
+fn iptables_multiport_bans_unbans_adopts_and_cleans_up() {
+    let kind = "iptables-multiport";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+    round_trip(kind);
+}
+
+#[test]
+fn iptables_allports_bans_unbans_adopts_and_cleans_up() {
+    let kind = "iptables-allports";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+    round_trip(kind);
+}
+
+#[test]
+fn iptables_ipset_bans_unbans_adopts_and_cleans_up() {
+    let kind = "iptables-ipset";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+    round_trip(kind);
+}
+
+#[test]
+fn nftables_bans_unbans_adopts_and_cleans_up() {
+    let kind = "nftables";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+    round_trip(kind);
+}
+
+/// Sends `n` failure lines for distinct addresses straight to the daemon's
+/// unix socket (one datagram each, as syslogd would).
+fn flood(d: &Daemon, n: u32) {
+    let s = UnixDatagram::unbound().expect("socket");
+    for i in 0..n {
+        let line = format!(
+            "<38>Nov 24 14:00:01 sshd[7]: Failed password for root from 198.19.{}.{} port 4711 ssh2",
+            i / 250,
+            i % 250 + 1
+        );
+        s.send_to(line.as_bytes(), &d.unix[0]).expect("send");
+    }
+}
+
+fn bulk(kind: &str) {
+    const N: u32 = 20_000;
+    let net = NetPair::new();
+    let mut d = start(
+        &net,
+        &format!(
+            "[jail.bulk]\nenabled = true\nfilter = \"sshd\"\nmaxretry = 1\nbantime = \"1h\"\nport = \"{COVERED}\"\nbanaction = \"{kind}\"\n"
+        ),
+        None,
+        Vec::new(),
+    );
+    let count = |net: &NetPair| -> usize {
+        match kind {
+            "nftables" => {
+                let out = net.exec_text(&[
+                    "nft",
+                    "-j",
+                    "list",
+                    "set",
+                    "inet",
+                    "banstream",
+                    "f2b-bulk-v4",
+                ]);
+                serde_json::from_str::<serde_json::Value>(&out)
+                    .ok()
+                    .and_then(|v| {
+                        v["nftables"].as_array()?.iter().find_map(|i| {
+                            i.get("set")
+                                .map(|s| s["elem"].as_array().map_or(0, Vec::len))
+                        })
+                    })
+                    .unwrap_or(0)
+            }
+            _ => net
+                .exec_text(&["ipset", "list", "-t", "f2b-bulk"])
+                .lines()
+                .find_map(|l| l.strip_prefix("Number of entries: "))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0),
+        }
+    };
+    // A ban observes the latency histogram once its batch is in the kernel:
+    // poll that (cheap) rather than listing 20,000 elements over and over.
+    let applied = |d: &Daemon| {
+        let text = net.http_get(d.http.expect("http"), "/metrics");
+        crate::common::metric_value(&text, "banstream_ban_latency_seconds_count")
+    };
+    let t = Instant::now();
+    flood(&d, N);
+    let sent = t.elapsed();
+    while applied(&d) < f64::from(N) && t.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t.elapsed();
+    let n = count(&net);
+    assert_eq!(
+        n,
+        N as usize,
+        "{kind}: {n} of {N} bans in the kernel\n{}",
+        d.log_text()
+    );
+    assert_eq!(d.banned().len(), N as usize);
+    let t = Instant::now();
+    assert!(d.stop(), "{}", d.log_text());
+    let stop = t.elapsed();
+    eprintln!(
+        "BENCH {kind}: {N} bans sent in {sent:?}, all in the kernel after {took:?}; stop (teardown) took {stop:?}"
+    );
+    assert_clean(&net, kind);
+}
+
+#[test]
+fn bulk_20000_bans_through_nftables() {
+    require!(
+        missing("nftables").is_none(),
+        missing("nftables").unwrap_or_default()
+    );
+    bulk("nftables");
+}
+
+#[test]
+fn bulk_20000_bans_through_ipset() {
+    let kind = "iptables-ipset";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+    bulk(kind);
+}
+
+#[test]
+fn failing_firewall_command_is_counted_retried_and_the_ban_kept() {
+    // ipset, because its commands are separate programs a wrapper can
+    // intercept (nftables runs in-process through libnftables).
+    let kind = "iptables-ipset";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+    let net = NetPair::new();
+    let _l = net.listen(COVERED);
+    // A wrapper `ipset` first on PATH that fails while a flag file exists.
+    let bin = tempfile::tempdir().expect("tempdir");
+    let flag = bin.path().join("fail");
+    let real = String::from_utf8_lossy(
+        &std::process::Command::new("sh")
+            .args(["-c", "command -v ipset"])
+            .output()
+            .expect("sh")
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let wrapper = bin.path().join("ipset");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ -e '{}' ]; then echo 'injected failure' >&2; exit 1; fi\nexec '{real}' \"$@\"\n",
+            flag.display()
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let path = format!(
+        "PATH={}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut wrap = net.wrap();
+    wrap.extend(["env".to_string(), path]);
+    let mut d = start(&net, &jail(kind, ""), None, wrap);
+    std::fs::write(&flag, "").expect("flag");
+    fail(&d, ATTACKER4);
+    fail(&d, ATTACKER4);
+    assert!(
+        d.wait_for(5, |d| d.is_banned("sshd", ATTACKER4)),
+        "ban not decided"
+    );
+    let errors = |d: &Daemon| {
+        let text = net.http_get(d.http.expect("http"), "/metrics");
+        crate::common::metric_value(
+            &text,
+            "banstream_action_errors_total{action=\"iptables-ipset\",jail=\"sshd\"}",
+        )
+    };
+    let t = Instant::now();
+    while errors(&d) < 3.0 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let failed = errors(&d);
+    assert!(
+        failed >= 3.0,
+        "failures not counted and retried: {failed}\n{}",
+        d.log_text()
+    );
+    assert!(
+        net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(500)),
+        "nothing can be in the kernel while ipset fails"
+    );
+    std::fs::remove_file(&flag).expect("unflag");
+    assert!(
+        net.until_blocked(VICTIM4, COVERED, Duration::from_secs(15))
+            .is_some(),
+        "the ban was lost after the firewall recovered\n{}",
+        d.log_text()
+    );
+    let log = d.log_text();
+    let logged = log.matches("action failed, will retry").count();
+    assert!(
+        log.contains("injected failure"),
+        "the error must carry nft's stderr:\n{log}"
+    );
+    assert!(
+        logged >= 1 && (logged as f64) < failed,
+        "a burst of {failed} failures must be logged once, not {logged} times:\n{log}"
+    );
+    assert!(log.contains("action recovered"), "{log}");
+    assert!(d.stop());
+    assert_clean(&net, "after recovery");
+}
+
+#[test]
+fn command_action_keeps_shell_metacharacters_inert() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let note = format!(
+        "x'; touch {}; $(touch {}) `touch {}` | touch {} && touch {} > {}",
+        p("pwned1"),
+        p("pwned2"),
+        p("pwned3"),
+        p("pwned4"),
+        p("pwned5"),
+        p("pwned6")
+    );
+    let toml = format!(
+        r#"
+[action.record]
+actionstart = [["mkdir", "-p", "<out>"]]
+actionban = [
+  ["sh", "-c", "printf '%s\n' \"$1\" >> \"$2\"", "sh", "<note> <ip> <bantime>", "<out>/notes"],
+  ["touch", "<out>/ban-<ip>"],
+]
+actionunban = [["rm", "-f", "<out>/ban-<ip>"]]
+out = "{out}"
+note = {note:?}
+
+[jail.cmd]
+enabled = true
+filter = "sshd"
+bantime = "1h"
+banaction = "record"
+"#,
+        out = out.display(),
+    );
+    let mut d = Daemon::start_with(Opts {
+        toml: toml.clone(),
+        dry_run: false,
+        ..Default::default()
+    });
+    cli_ok(&d, &["ban", "cmd", "192.0.2.44"]);
+    let banned = out.join("ban-192.0.2.44");
+    assert!(
+        d.wait_for(10, |_| banned.exists()),
+        "actionban did not run\n{}",
+        d.log_text()
+    );
+    let notes = std::fs::read_to_string(out.join("notes")).unwrap_or_default();
+    assert_eq!(
+        notes,
+        format!("{note} 192.0.2.44 3600\n"),
+        "the value must arrive verbatim"
+    );
+    cli_ok(&d, &["unban", "192.0.2.44"]);
+    assert!(
+        d.wait_for(10, |_| !banned.exists()),
+        "actionunban did not run"
+    );
+    assert!(d.stop());
+    for i in 1..=6 {
+        assert!(
+            !dir.path().join(format!("pwned{i}")).exists(),
+            "a tag value was run by a shell (pwned{i})"
+        );
+    }
+
+    // The same value inside shell code is refused when the config is checked.
+    let bad = toml.replace(
+        "[\"touch\", \"<out>/ban-<ip>\"],",
+        "[\"sh\", \"-c\", \"echo <note> >> <out>/unsafe\"],",
+    );
+    assert_ne!(bad, toml);
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, &bad).expect("config");
+    let check = std::process::Command::new(crate::common::bin())
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("check");
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        !check.status.success(),
+        "check accepted shell code with a hostile tag"
+    );
+    assert!(
+        err.contains("action.record.actionban[1]") && err.contains("<note>"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reload_removing_a_jail_removes_its_firewall_objects() {
+    require!(
+        missing("nftables").is_none(),
+        missing("nftables").unwrap_or_default()
+    );
+    let net = NetPair::new();
+    let both = format!(
+        "{}\n[jail.web]\nenabled = true\nfilter = \"sshd\"\nmaxretry = 2\nport = \"{OTHER}\"\nbanaction = \"nftables\"\n",
+        jail("nftables", "")
+    );
+    let mut d = start(&net, &both, None, Vec::new());
+    cli_ok(&d, &["ban", "sshd", ATTACKER4]);
+    cli_ok(&d, &["ban", "web", ATTACKER4]);
+    let has = |n: &NetPair, what: &str| n.exec_text(&["nft", "list", "ruleset"]).contains(what);
+    assert!(d.wait_for(5, |_| has(&net, "chain f2b-web-v4")
+        && has(&net, "chain f2b-sshd-v4")));
+    std::fs::write(d.path().join("conf.d/50-test.toml"), jail("nftables", "")).expect("config");
+    cli_ok(&d, &["reload"]);
+    assert!(
+        d.wait_for(5, |_| !has(&net, "f2b-web")),
+        "the removed jail's set and chain are still there:\n{}",
+        dump(&net)
+    );
+    assert!(
+        has(&net, "chain f2b-sshd-v4"),
+        "the remaining jail lost its chain"
+    );
+    assert!(d.stop());
+    assert_clean(&net, "after reload and stop");
+}

@@ -604,9 +604,13 @@ impl Daemon {
             };
             let gone: Vec<&Arc<JailAction>> =
                 acts.iter().filter(|a| !now_acts.contains(a)).collect();
-            let added: Vec<&Arc<JailAction>> =
-                now_acts.iter().filter(|a| !acts.contains(a)).collect();
-            if gone.is_empty() && added.is_empty() {
+            // A backend stops a jail's objects per kind: an unchanged action
+            // of the same kind as a removed one is banned again after the stop.
+            let added: Vec<&Arc<JailAction>> = now_acts
+                .iter()
+                .filter(|a| !acts.contains(a) || gone.iter().any(|g| g.kind == a.kind))
+                .collect();
+            if gone.is_empty() && added.iter().all(|a| acts.contains(a)) {
                 continue;
             }
             moved.push(jail.to_string());

@@ -728,6 +728,20 @@ maxretry = 2
     let v = json_lines(&out);
     let summary = v.last().unwrap()["summary"].clone();
     assert_eq!(summary["lines"], 100_000);
+    // The input spans several 4 MiB chunks: matching them on one thread or
+    // on three gives the same bans in the same order.
+    for threads in ["1", "3"] {
+        let again = run(&[
+            "replay",
+            "-c",
+            cfg.to_str().unwrap(),
+            log.to_str().unwrap(),
+            "--json",
+            "--threads",
+            threads,
+        ]);
+        assert_eq!(json_lines(&again), v, "--threads {threads}");
+    }
     let replayed: BTreeSet<(String, String)> = v[..v.len() - 1]
         .iter()
         .map(|b| {

@@ -819,12 +819,13 @@ fn print_replay_summary(
     writeln!(out)?;
     writeln!(
         out,
-        "Replayed {logfile}: {} lines ({:.1} MB) in {:.3} s, {:.0} lines/s on {} matcher thread(s)",
+        "Replayed {logfile}: {} lines ({:.1} MB) in {:.3} s, {:.0} lines/s on {} matcher thread(s); applier {:.3} s CPU",
         s.lines,
         s.bytes as f64 / 1e6,
         s.elapsed,
         s.rate(),
-        s.threads
+        s.threads,
+        s.apply_busy
     )?;
     if let (Some(a), Some(b)) = (s.first, s.last) {
         writeln!(

@@ -106,6 +106,9 @@ pub struct Summary {
     pub elapsed: f64,
     /// Matcher threads used.
     pub threads: usize,
+    /// CPU seconds the applier thread spent applying: the serial part of
+    /// the pipeline (reading and matching run on the other threads).
+    pub apply_busy: f64,
 }
 
 impl Summary {
@@ -453,7 +456,9 @@ pub fn replay<R: Read + Send>(
         for m in done_rx {
             waiting.insert(m.seq, m);
             while let Some(m) = waiting.remove(&next) {
+                let t = thread_cpu();
                 apply(&mut engine, &m, &mut summary, &mut on);
+                summary.apply_busy += thread_cpu() - t;
                 next += 1;
             }
         }
@@ -479,6 +484,14 @@ pub fn replay<R: Read + Send>(
     summary.active_at_end = engine.bans().len();
     summary.elapsed = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// CPU seconds used by the calling thread (0 where the clock is missing).
+fn thread_cpu() -> f64 {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+        .unwrap_or(0.0)
 }
 
 /// Applies one matched chunk to the engine, in order, at each line's time.

@@ -323,7 +323,11 @@ pub fn attribute(
     let mut count = u32::from(kind == HitKind::Failure);
     if let Some(key) = session {
         if let Some(ip) = ip {
-            count += sessions.learn(key, ip, now);
+            let resolved = sessions.learn(key, ip, now);
+            // A login drops what was pending (fail2ban's MLFGAINED).
+            if kind != HitKind::Success {
+                count += resolved;
+            }
         }
         let several = match user {
             Some(u) => sessions.note_user(key, u, now),
@@ -367,6 +371,78 @@ pub fn attribute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ev(pid: &'static str) -> Event<'static> {
+        Event {
+            received: std::time::UNIX_EPOCH,
+            peer: Peer::File,
+            format: crate::syslog::Format::Rfc3164,
+            host: None,
+            program: "sshd",
+            pid: Some(pid),
+            facility: None,
+            severity: None,
+            timestamp: None,
+            msg: "",
+        }
+    }
+
+    fn hit(
+        host: Option<&'static str>,
+        user: Option<&'static str>,
+        kind: HitKind,
+    ) -> Verdict<'static> {
+        Verdict::Hit {
+            regex: 0,
+            host,
+            user,
+            kind,
+        }
+    }
+
+    #[test]
+    fn sessions_count_several_user_names_and_forget_on_login() {
+        let mut s = Sessions::default();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = |s: &mut Sessions, v| attribute(s, true, &ev("7"), v, t);
+        // One user, twice: helper lines, nothing counts.
+        let pam = |u| hit(Some("192.0.2.1"), Some(u), HitKind::NoFail);
+        assert_eq!(a(&mut s, pam("root")), Attribution::Nothing);
+        assert_eq!(a(&mut s, pam("root")), Attribution::Nothing);
+        // A second name: this line and the two kept ones count.
+        assert_eq!(
+            a(&mut s, pam("admin")),
+            Attribution::Failures { ip, count: 3 }
+        );
+        // A login after several names is a failure, and ends the session.
+        let login = hit(Some("192.0.2.1"), Some("ops"), HitKind::Success);
+        assert_eq!(a(&mut s, login), Attribution::Failures { ip, count: 1 });
+        assert_eq!(a(&mut s, pam("x")), Attribution::Nothing, "forgotten");
+        // A login with the same name drops a pending failure.
+        let mut s = Sessions::default();
+        let pending = hit(None, None, HitKind::Failure);
+        assert_eq!(
+            a(&mut s, pending),
+            Attribution::Unattributed { pending: true }
+        );
+        assert_eq!(
+            a(&mut s, hit(Some("192.0.2.1"), Some("x"), HitKind::Success)),
+            Attribution::Nothing
+        );
+        let named = hit(Some("192.0.2.1"), None, HitKind::NoFail);
+        assert_eq!(
+            a(&mut s, named),
+            Attribution::Nothing,
+            "nothing left pending"
+        );
+        // Without sessions, helper lines never count.
+        let mut s = Sessions::default();
+        assert_eq!(
+            attribute(&mut s, false, &ev("7"), pam("root"), t),
+            Attribution::Nothing
+        );
+    }
 
     #[test]
     fn jail_names_are_firewall_safe() {

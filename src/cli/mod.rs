@@ -693,23 +693,33 @@ pub fn test_filter(
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut write_error = None;
+    let mut line_buf = Vec::with_capacity(64);
     let report = test_filter::run(&filter, programs, reader, |r, line| {
         let res = if json {
-            serde_json::to_writer(&mut out, r)
+            // Serialised apart so a closed pipe keeps its error kind.
+            line_buf.clear();
+            serde_json::to_writer(&mut line_buf, r)
                 .map_err(std::io::Error::other)
-                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| {
+                    line_buf.push(b'\n');
+                    out.write_all(&line_buf)
+                })
         } else {
             test_filter::print_line(&mut out, show, r, line)
         };
-        if let Err(e) = res {
-            write_error.get_or_insert(e);
+        match res {
+            Ok(()) => true,
+            Err(e) => {
+                write_error.get_or_insert(e);
+                false
+            }
         }
     });
     let report = match report {
         Ok(r) => r,
         Err(e) => return fail(format!("reading {input}: {e}")),
     };
-    if !json {
+    if !json && write_error.is_none() {
         let _ = test_filter::print_report(&mut out, &filter, spec, &routed, &report);
     }
     match write_error.map_or_else(|| out.flush(), Err) {

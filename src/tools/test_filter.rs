@@ -292,12 +292,13 @@ pub fn parse_line<'a>(line: &'a str, ctx: &ParseContext) -> Event<'a> {
 }
 
 /// Runs `filter` over every line of `input`, calling `each` per result with
-/// the line's text.
+/// the line's text; `each` returns false to stop early (the reader of the
+/// output went away).
 pub fn run<R: Read>(
     filter: &Filter,
     programs: Option<Vec<String>>,
     input: R,
-    mut each: impl FnMut(&LineResult, &str),
+    mut each: impl FnMut(&LineResult, &str) -> bool,
 ) -> std::io::Result<Report> {
     let mut tester = Tester::new(filter, programs);
     let mut reader = BufReader::with_capacity(1 << 20, input);
@@ -311,7 +312,9 @@ pub fn run<R: Read>(
         n += 1;
         let text = syslog::decode(&buf);
         if let Some(r) = tester.line(n, &text) {
-            each(&r, text.trim_end_matches(['\n', '\r']));
+            if !each(&r, text.trim_end_matches(['\n', '\r'])) {
+                break;
+            }
         }
     }
     Ok(tester.finish())
@@ -428,7 +431,11 @@ mod tests {
 
     fn results(f: &Filter, text: &str) -> Vec<LineResult> {
         let mut v = Vec::new();
-        run(f, None, text.as_bytes(), |r, _| v.push(r.clone())).unwrap();
+        run(f, None, text.as_bytes(), |r, _| {
+            v.push(r.clone());
+            true
+        })
+        .unwrap();
         v
     }
 

@@ -132,7 +132,8 @@ pub async fn run(opts: DaemonOptions, settings: Settings) -> anyhow::Result<()> 
         tracing::warn!("config: {w}");
     }
     let metrics = Metrics::new();
-    let engine = Engine::new(&settings, metrics.clone());
+    let mut engine = Engine::new(&settings, metrics.clone());
+    engine.keep_lines(true);
     let mut dispatcher = Dispatcher::new(action::default_factory(), metrics.clone())
         .with_evidence(engine.evidence());
     for j in settings.enabled_jails() {
@@ -428,10 +429,15 @@ impl Daemon {
                 "unix": self.settings.listen.unix.iter().map(|u| u.path.display().to_string()).collect::<Vec<_>>(),
                 "http": self.http.map(|a| a.to_string()),
                 "bans_active": self.engine.bans().len(),
-                "jails": self.engine.status_all(),
+                "jails": self.jails_overview(),
             })),
             Request::Status { jail: Some(j) } => match self.engine.status_jail(&j, now) {
                 Ok(s) => Response::ok(serde_json::to_value(s).unwrap_or_default()),
+                Err(_) if self.settings.jails.iter().any(|x| x.name.as_str() == j) => {
+                    Response::err(format!(
+                        "jail {j:?} is configured but disabled (enabled = false)"
+                    ))
+                }
                 Err(e) => Response::err(e.to_string()),
             },
             Request::Ban { jail, ip } => match parse_ip(&ip) {
@@ -476,10 +482,11 @@ impl Daemon {
             } => match parse_ip(&ip) {
                 Err(e) => Response::err(e),
                 Ok(ip) => match self.engine.unban(jail.as_deref(), ip) {
-                    Ok(v) => Response::ok(json!({
-                        "unbanned": v.len(),
-                        "jails": v.iter().map(|b| b.jail.to_string()).collect::<Vec<_>>(),
-                    })),
+                    Ok(v) => {
+                        let mut jails: Vec<String> = v.iter().map(|b| b.jail.to_string()).collect();
+                        jails.sort();
+                        Response::ok(json!({"unbanned": v.len(), "jails": jails}))
+                    }
                     Err(e) => Response::err(e.to_string()),
                 },
             },
@@ -518,50 +525,163 @@ impl Daemon {
         reply.map(|r| (resp, r))
     }
 
+    /// Every configured jail, running or not, in name order.
+    fn jails_overview(&self) -> Vec<crate::engine::JailSummary> {
+        let mut all = self.engine.status_all();
+        for j in self.settings.jails.iter().filter(|j| !j.enabled) {
+            all.push(crate::engine::JailSummary::disabled(j));
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     fn internal(&mut self, msg: Internal) {
         match msg {
             Internal::Reloaded(result, reply) => {
                 let resp = match *result {
                     Err(e) => {
-                        tracing::error!("reload refused, keeping the running configuration: {e}");
-                        Response::err(e)
+                        tracing::error!("reload refused, keeping the running configuration:\n{e}");
+                        Response::err(format!(
+                            "reload refused, the running configuration stays:\n{e}"
+                        ))
                     }
-                    Ok(new) => {
-                        let old_actions = std::mem::take(&mut self.actions);
-                        self.engine.reload(&new);
-                        // Unbans of removed jails still go through their old actions.
-                        self.actions = old_actions.clone();
-                        self.flush(None);
-                        self.actions = actions_of(&new);
-                        for (jail, acts) in &self.actions {
-                            for a in acts {
-                                if !old_actions.get(jail).is_some_and(|o| o.contains(a)) {
-                                    self.dispatcher.jail_started(a.clone());
-                                }
-                            }
+                    Ok(new) => match self.swap(new) {
+                        Ok(v) => Response::ok(v),
+                        Err(e) => {
+                            tracing::error!(
+                                "reload refused, keeping the running configuration: {e}"
+                            );
+                            Response::err(format!(
+                                "reload refused, the running configuration stays: {e}"
+                            ))
                         }
-                        for (jail, acts) in &old_actions {
-                            if !self.actions.contains_key(jail) {
-                                for a in acts {
-                                    self.dispatcher.stop_jail(a.clone());
-                                }
-                            }
-                        }
-                        for w in &new.warnings {
-                            tracing::warn!("config: {w}");
-                        }
-                        tracing::info!(
-                            jails = new.enabled_jails().count(),
-                            "configuration reloaded"
-                        );
-                        self.settings = new;
-                        Response::ok(json!({"jails": self.engine.status_all().len()}))
-                    }
+                    },
                 };
                 if let Some(r) = reply {
                     let _ = r.send(resp);
                 }
             }
         }
+    }
+
+    /// Swaps in a fully built configuration. Everything that can fail
+    /// (starting the backends of new action kinds) happens before anything
+    /// changes; then jails are swapped (unchanged ones keep counters and
+    /// bans), removed jails' bans are lifted through their old actions, and
+    /// the bans of jails whose actions changed move to the new actions.
+    fn swap(&mut self, new: Settings) -> Result<serde_json::Value, String> {
+        for j in new.enabled_jails() {
+            for a in &j.actions {
+                self.dispatcher
+                    .ensure(&a.kind)
+                    .map_err(|e| format!("jail {}: action {}: {e}", j.name, a.kind))?;
+            }
+        }
+        let old_actions = std::mem::take(&mut self.actions);
+        let new_actions = actions_of(&new);
+        let old_names: Vec<String> = old_actions.keys().map(|j| j.to_string()).collect();
+        self.engine.reload(&new);
+        // Unbans of removed jails still go through their old actions.
+        self.actions = old_actions.clone();
+        self.flush(None);
+        // Actions new to a jail are announced before any ban reaches them.
+        for (jail, acts) in &new_actions {
+            for a in acts {
+                if !old_actions.get(jail).is_some_and(|o| o.contains(a)) {
+                    self.dispatcher.jail_started(a.clone());
+                }
+            }
+        }
+        let mut removed = Vec::new();
+        let mut moved = Vec::new();
+        for (jail, acts) in &old_actions {
+            let Some(now_acts) = new_actions.get(jail) else {
+                removed.push(jail.to_string());
+                for a in acts {
+                    self.dispatcher.stop_jail(a.clone());
+                }
+                continue;
+            };
+            let gone: Vec<&Arc<JailAction>> =
+                acts.iter().filter(|a| !now_acts.contains(a)).collect();
+            // A backend stops a jail's objects per kind: an unchanged action
+            // of the same kind as a removed one is banned again after the stop.
+            let added: Vec<&Arc<JailAction>> = now_acts
+                .iter()
+                .filter(|a| !acts.contains(a) || gone.iter().any(|g| g.kind == a.kind))
+                .collect();
+            if gone.is_empty() && added.iter().all(|a| acts.contains(a)) {
+                continue;
+            }
+            moved.push(jail.to_string());
+            let bans = self.engine.bans().active_in(jail);
+            tracing::info!(jail = %jail, bans = bans.len(), "actions changed: moving bans to the new actions");
+            for a in &gone {
+                for b in &bans {
+                    self.dispatcher.submit(action::Request {
+                        op: Op::Unban,
+                        action: (*a).clone(),
+                        ban: b.clone(),
+                        received: None,
+                    });
+                }
+                self.dispatcher.stop_jail((*a).clone());
+            }
+            for a in &added {
+                for b in &bans {
+                    self.dispatcher.submit(action::Request {
+                        op: Op::Ban,
+                        action: (*a).clone(),
+                        ban: b.clone(),
+                        received: None,
+                    });
+                }
+            }
+        }
+        self.actions = new_actions;
+        let added: Vec<String> = self
+            .actions
+            .keys()
+            .map(|j| j.to_string())
+            .filter(|j| !old_names.contains(j))
+            .collect();
+        let mut restart = Vec::new();
+        if new.listen != self.settings.listen {
+            restart.push("listen");
+        }
+        if new.http != self.settings.http {
+            restart.push("http");
+        }
+        if new.control_socket != self.settings.control_socket {
+            restart.push("control.socket");
+        }
+        if new.database != self.settings.database {
+            restart.push("database.path");
+        }
+        for w in &new.warnings {
+            tracing::warn!("config: {w}");
+        }
+        if !restart.is_empty() {
+            tracing::warn!(
+                settings = %restart.join(", "),
+                "these settings changed but only take effect after a restart"
+            );
+        }
+        tracing::info!(
+            jails = new.enabled_jails().count(),
+            added = added.len(),
+            removed = removed.len(),
+            actions_changed = moved.len(),
+            "configuration reloaded"
+        );
+        self.settings = new;
+        Ok(json!({
+            "jails": self.engine.jails().len(),
+            "added": added,
+            "removed": removed,
+            "actions_changed": moved,
+            "restart_needed": restart,
+            "warnings": self.settings.warnings,
+        }))
     }
 }

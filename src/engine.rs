@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::ban::{Ban, BanError, BanManager, BanOrigin, BanRequest, Effect, UnbanReason};
 use crate::config::resolve::{JailKind, JailSettings, Settings};
 use crate::filter::Verdict;
+use crate::jail::activity::{RateSummary, RecentLine};
 use crate::jail::{BanView, Jail, JailName, Observation};
 use crate::router::Router;
 use crate::syslog::Event;
@@ -61,6 +62,33 @@ impl Rng {
     }
 }
 
+/// The stateless half of the engine: routing and filters over a snapshot of
+/// the jail settings. Cheap to clone and `Send + Sync`, so `replay` matches
+/// on several threads while one thread applies verdicts in order.
+#[derive(Clone)]
+pub struct Matcher {
+    jails: Arc<[Arc<JailSettings>]>,
+    router: Router,
+}
+
+impl Matcher {
+    /// Whether any jail listens to `program`.
+    pub fn routes(&self, program: &str) -> bool {
+        self.router.routes(program)
+    }
+
+    /// The verdicts of one event, as `(jail index, verdict)`, misses left out.
+    /// Indices are those of the [`Engine`] the matcher was taken from.
+    pub fn examine<'t>(&self, ev: &Event<'t>, out: &mut Vec<(usize, Verdict<'t>)>) {
+        self.router.for_each(ev.program, |i| {
+            let v = crate::jail::examine(&self.jails[i], ev);
+            if v != Verdict::Miss {
+                out.push((i, v));
+            }
+        });
+    }
+}
+
 /// Route, match, count and ban.
 pub struct Engine {
     jails: Vec<Jail>,
@@ -72,6 +100,8 @@ pub struct Engine {
     effects: Vec<Effect>,
     metrics: Metrics,
     rng: Rng,
+    /// Keep the last lines of failing addresses (status shows them).
+    keep_lines: bool,
     /// Matched lines for the notifiers that show them.
     matches: crate::notify::MatchRecorder,
 }
@@ -99,6 +129,23 @@ pub struct JailSummary {
     pub total_banned: u64,
 }
 
+impl JailSummary {
+    /// A configured jail that does not run (`enabled = false`).
+    pub fn disabled(s: &JailSettings) -> JailSummary {
+        JailSummary {
+            name: s.name.to_string(),
+            enabled: false,
+            filter: s.filter_ref.clone(),
+            programs: s.programs.clone(),
+            actions: s.actions.iter().map(|a| a.kind.clone()).collect(),
+            currently_failed: 0,
+            total_failed: 0,
+            currently_banned: 0,
+            total_banned: 0,
+        }
+    }
+}
+
 /// One banned address in `status JAIL`.
 #[derive(Debug, Serialize)]
 pub struct BannedEntry {
@@ -112,6 +159,8 @@ pub struct BannedEntry {
     pub failures: u32,
     /// Which ban of this address it is.
     pub ban_count: u32,
+    /// The last lines that counted against the address (oldest first).
+    pub lines: Vec<RecentLine>,
 }
 
 /// An address with failures in the window.
@@ -139,6 +188,8 @@ pub struct JailStatus {
     pub unattributed: u64,
     /// Failures from ignored addresses.
     pub ignored: u64,
+    /// Failures per minute (current minute, last 10 and 60 minutes).
+    pub failures_per_minute: RateSummary,
     /// Most active addresses in the window.
     pub top: Vec<Offender>,
     /// Bans in force.
@@ -165,6 +216,7 @@ impl Engine {
             effects: Vec::new(),
             metrics,
             rng: Rng(0x9E37_79B9_7F4A_7C15),
+            keep_lines: false,
             matches: Default::default(),
         };
         e.install(settings.enabled_jails().cloned().map(Arc::new).collect());
@@ -190,6 +242,7 @@ impl Engine {
                     j.adopt_state(o);
                 }
             }
+            j.keep_lines(self.keep_lines);
             let i = self.jails.len();
             if matches!(s.kind, JailKind::Recidive) {
                 self.recidive.push(i);
@@ -232,6 +285,15 @@ impl Engine {
         self.refresh_gauges();
     }
 
+    /// Keeps the last few matched lines of each failing address, for
+    /// `status JAIL` (the daemon turns this on; replay leaves it off).
+    pub fn keep_lines(&mut self, on: bool) {
+        self.keep_lines = on;
+        for j in &mut self.jails {
+            j.keep_lines(on);
+        }
+    }
+
     /// The jails, in index order.
     pub fn jails(&self) -> &[Jail] {
         &self.jails
@@ -251,6 +313,15 @@ impl Engine {
     /// The ban manager (read-only).
     pub fn bans(&self) -> &BanManager {
         &self.bans
+    }
+
+    /// A snapshot of the matching half, for matching on other threads. It
+    /// stays valid until the next [`Engine::reload`].
+    pub fn matcher(&self) -> Matcher {
+        Matcher {
+            jails: self.jails.iter().map(|j| j.settings.clone()).collect(),
+            router: self.router.clone(),
+        }
     }
 
     /// Whether any jail listens to `program` (cheap pre-check).
@@ -546,7 +617,7 @@ impl Engine {
         }
     }
 
-    /// `status` without a jail.
+    /// `status` without a jail: the running jails.
     pub fn status_all(&self) -> Vec<JailSummary> {
         self.jails.iter().map(|j| self.summary(j)).collect()
     }
@@ -562,6 +633,7 @@ impl Engine {
             bantime: s.policy.bantime.as_secs_i64(),
             unattributed: j.stats.unattributed_total,
             ignored: j.stats.ignored_total,
+            failures_per_minute: j.activity().rate(now),
             top: j
                 .window()
                 .top(now, s.findtime, 10)
@@ -581,6 +653,7 @@ impl Engine {
                     remaining: b.remaining(now).map(|d: Duration| d.as_secs()),
                     failures: b.failures,
                     ban_count: b.ban_count,
+                    lines: j.activity().lines_of(b.ip),
                 })
                 .collect(),
         })

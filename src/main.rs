@@ -11,7 +11,7 @@ use banstream::cli;
 use banstream::config::LoadOptions;
 use banstream::control::Request;
 use banstream::daemon::{self, DaemonOptions};
-use banstream::tools::test_filter;
+use banstream::tools::{replay, test_filter};
 
 /// A syslog receiver that bans attackers in-stream.
 #[derive(Parser)]
@@ -69,18 +69,46 @@ enum Cmd {
     },
     /// Re-read the configuration (atomically; a broken one is refused).
     Reload,
-    /// Run a filter over log lines.
+    /// Run a filter over log lines, as the daemon would.
     TestFilter {
         /// A built-in name (`sshd[mode=aggressive]`), a filter file, or a regex with <HOST>.
         filter: String,
         /// A log file, `-` for stdin, or one literal line.
         input: String,
-        /// One JSON object per line.
+        /// One JSON object per line: {"line", "match", "host"}.
         #[arg(long)]
         json: bool,
-        /// Print each matched line with its address.
-        #[arg(long)]
+        /// Print each failure line with its address.
+        #[arg(long, alias = "print-all-matched")]
         show: bool,
+        /// Print each missed line of a routed program.
+        #[arg(long, alias = "print-all-missed")]
+        missed: bool,
+        /// Print each line an ignoreregex vetoed.
+        #[arg(long, alias = "print-all-ignored")]
+        ignored: bool,
+        /// Route lines of this program to the filter instead of the filter's
+        /// own programs (repeatable; `--program '*'` reads every line).
+        #[arg(long = "program", value_name = "PROGRAM")]
+        programs: Vec<String>,
+    },
+    /// Run the whole configuration in dry-run over a log file, message timestamps as the clock.
+    Replay {
+        /// The log file (`-` for stdin).
+        logfile: String,
+        /// One JSON object per ban, then a summary object.
+        #[arg(long)]
+        json: bool,
+        /// The year of the first year-less (RFC 3164) timestamp; default: the
+        /// year that puts it closest to the file's modification time.
+        #[arg(long)]
+        year: Option<i32>,
+        /// Also print each unban (expiry) as it happens.
+        #[arg(long)]
+        unbans: bool,
+        /// Matching threads (default: the number of cores).
+        #[arg(long)]
+        threads: Option<usize>,
     },
 }
 
@@ -148,95 +176,36 @@ fn main() -> ExitCode {
             input,
             json,
             show,
-        } => test_filter_cmd(&load, &filter, &input, json, show),
+            missed,
+            ignored,
+            programs,
+        } => {
+            let show = test_filter::Show {
+                matched: show,
+                missed,
+                ignored,
+            };
+            code(cli::test_filter(
+                &load, &filter, &input, json, show, &programs,
+            ))
+        }
+        Cmd::Replay {
+            logfile,
+            json,
+            year,
+            unbans,
+            threads,
+        } => {
+            let opts = replay::Options {
+                json,
+                year,
+                unbans,
+                threads,
+            };
+            code(cli::replay(&load, &logfile, &opts))
+        }
         cmd => client(cmd, args.socket, &load),
     }
-}
-
-fn test_filter_cmd(
-    load: &LoadOptions,
-    filter: &str,
-    input: &str,
-    json: bool,
-    show: bool,
-) -> ExitCode {
-    let dirs = banstream::config::load(load)
-        .map(|l| banstream::config::resolve::filter_dirs(&l))
-        .unwrap_or_default();
-    let f = match test_filter::load_filter(filter, &dirs) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("banstream: {e}");
-            return code(1);
-        }
-    };
-    let reader: Box<dyn std::io::Read> = if input == "-" {
-        Box::new(std::io::stdin())
-    } else if std::path::Path::new(input).is_file() {
-        match std::fs::File::open(input) {
-            Ok(f) => Box::new(f),
-            Err(e) => {
-                eprintln!("banstream: {input}: {e}");
-                return code(1);
-            }
-        }
-    } else {
-        Box::new(std::io::Cursor::new(format!("{input}\n").into_bytes()))
-    };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let report = test_filter::run(&f, reader, |r, line| {
-        if json {
-            let _ = serde_json::to_writer(&mut out, r);
-            let _ = out.write_all(b"\n");
-        } else if show && r.matched {
-            let _ = writeln!(
-                out,
-                "{:>6}  {:<40} {line}",
-                r.line,
-                r.host.as_deref().unwrap_or("-")
-            );
-        }
-    });
-    let report = match report {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("banstream: reading {input}: {e}");
-            return code(1);
-        }
-    };
-    if !json {
-        let _ = writeln!(
-            out,
-            "\nFilter: {} (programs: {})",
-            f.name(),
-            if f.programs().is_empty() {
-                "any".to_string()
-            } else {
-                f.programs().join(", ")
-            }
-        );
-        let _ = writeln!(out, "Failregex hits:");
-        for (i, src) in f.failregex_sources().enumerate() {
-            let _ = writeln!(out, "  #{i:<2} {:>8}  {src}", report.per_regex[i]);
-        }
-        let _ = writeln!(
-            out,
-            "Lines: {}, matched: {}, missed: {}, ignored: {}",
-            report.lines,
-            report.matched,
-            report.lines - report.matched - report.ignored,
-            report.ignored
-        );
-        let rate = if report.elapsed > 0.0 {
-            report.lines as f64 / report.elapsed
-        } else {
-            0.0
-        };
-        let _ = writeln!(out, "Speed: {:.0} lines/s ({:.3} s)", rate, report.elapsed);
-    }
-    let _ = out.flush();
-    ExitCode::SUCCESS
 }
 
 fn client(cmd: Cmd, socket: Option<PathBuf>, load: &LoadOptions) -> ExitCode {
@@ -251,80 +220,35 @@ fn client(cmd: Cmd, socket: Option<PathBuf>, load: &LoadOptions) -> ExitCode {
     let run = |req: &Request| cli::ask(&socket, req);
     let result: Result<(), i32> = match cmd {
         Cmd::Status { jail, json } => run(&Request::Status { jail: jail.clone() }).map(|v| {
-            if json {
-                let _ = writeln!(out, "{v}");
-            } else if jail.is_some() {
-                let _ = cli::print_status_jail(&mut out, &v);
-            } else {
-                let _ = cli::print_status_all(&mut out, &v);
-            }
+            let _ = match (json, jail.is_some()) {
+                (true, _) => writeln!(out, "{v}"),
+                (false, true) => cli::print_status_jail(&mut out, &v),
+                (false, false) => cli::print_status_all(&mut out, &v),
+            };
         }),
         Cmd::Ban { jail, addr } => run(&Request::Ban { jail, ip: addr }).map(|v| {
-            let exp = v["expires"]
-                .as_u64()
-                .map_or("permanent".to_string(), |e| format!("until {e}"));
-            let _ = writeln!(
-                out,
-                "banned {} in {} ({exp})",
-                v["ip"].as_str().unwrap_or(""),
-                v["jail"].as_str().unwrap_or("")
-            );
+            let _ = cli::print_ban(&mut out, &v);
         }),
-        Cmd::Unban { args, all } => {
-            let req = match (all, args.as_slice()) {
-                (true, []) => Some(Request::Unban {
-                    jail: None,
-                    ip: None,
-                    all: true,
-                }),
-                (true, [j]) => Some(Request::Unban {
-                    jail: Some(j.clone()),
-                    ip: None,
-                    all: true,
-                }),
-                (false, [ip]) => Some(Request::Unban {
-                    jail: None,
-                    ip: Some(ip.clone()),
-                    all: false,
-                }),
-                (false, [j, ip]) => Some(Request::Unban {
-                    jail: Some(j.clone()),
-                    ip: Some(ip.clone()),
-                    all: false,
-                }),
-                _ => None,
-            };
-            match req {
-                None => {
-                    eprintln!("banstream: usage: unban [JAIL] ADDR | unban --all [JAIL]");
-                    Err(2)
-                }
-                Some(r) => run(&r).map(|v| {
-                    let _ = writeln!(out, "unbanned {} ban(s)", v["unbanned"]);
-                }),
+        Cmd::Unban { args, all } => match cli::unban_request(&args, all) {
+            Err(e) => {
+                eprintln!("banstream: {e}");
+                Err(2)
             }
-        }
+            Ok(r) => run(&r).map(|v| {
+                let _ = cli::print_unban(&mut out, &v);
+            }),
+        },
         Cmd::Banned { json } => run(&Request::Banned).map(|v| {
-            if json {
-                let _ = writeln!(out, "{v}");
+            let _ = if json {
+                writeln!(out, "{v}")
             } else {
-                for b in v.as_array().cloned().unwrap_or_default() {
-                    let exp = b["expires"]
-                        .as_u64()
-                        .map_or("permanent".to_string(), |e| e.to_string());
-                    let _ = writeln!(
-                        out,
-                        "{:<20} {:<40} {exp}",
-                        b["jail"].as_str().unwrap_or(""),
-                        b["ip"].as_str().unwrap_or("")
-                    );
-                }
-            }
+                cli::print_banned(&mut out, &v)
+            };
         }),
-        Cmd::Reload => run(&Request::Reload).map(|_| {
-            let _ = writeln!(out, "reloaded");
+        Cmd::Reload => run(&Request::Reload).map(|v| {
+            let _ = cli::print_reload(&mut out, &v);
         }),
-        Cmd::Run { .. } | Cmd::Check | Cmd::TestFilter { .. } => Ok(()),
+        Cmd::Run { .. } | Cmd::Check | Cmd::TestFilter { .. } | Cmd::Replay { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

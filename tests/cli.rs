@@ -62,13 +62,21 @@ fn status_shapes() {
     d.cli(&["ban", "sshd", "203.0.113.6"]);
     let out = d.cli(&["status", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: Vec<&str> = v["jails"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["recid", "sshd"]);
+    // Every configured jail is listed; the harness disables the defaults.
+    let names = |enabled: bool| -> Vec<String> {
+        v["jails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["enabled"] == enabled)
+            .map(|j| j["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(true), ["recid", "sshd"]);
+    assert_eq!(
+        names(false),
+        ["named-refused", "pam-generic", "ufw-port-scan"]
+    );
     let out = d.cli(&["status", "sshd", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["currently_banned"], 1);
@@ -77,7 +85,7 @@ fn status_shapes() {
     let out = d.cli(&["status", "sshd"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("Currently banned: 1") && text.contains("203.0.113.6"),
+        text.contains("Currently banned:    1") && text.contains("203.0.113.6"),
         "{text}"
     );
 }

@@ -12,3 +12,4 @@ mod netns;
 mod notify;
 mod persistence;
 mod senders;
+mod tools;

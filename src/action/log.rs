@@ -22,13 +22,19 @@ impl Backend for LogBackend {
             match r.op {
                 Op::Ban => tracing::debug!(
                     jail = %b.jail,
+                    action = %r.action.name,
                     ip = %b.ip,
                     bantime = %b.bantime,
                     failures = b.failures,
                     ban_count = b.ban_count,
                     "ban (log action)"
                 ),
-                Op::Unban => tracing::debug!(jail = %b.jail, ip = %b.ip, "unban (log action)"),
+                Op::Unban => tracing::debug!(
+                    jail = %b.jail,
+                    action = %r.action.name,
+                    ip = %b.ip,
+                    "unban (log action)"
+                ),
             }
         }
         Ok(())

@@ -542,22 +542,34 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
             None
         };
         let mut stops = Vec::new();
+        // A stop is a barrier: what was queued before it is applied first,
+        // and what comes after it (a reload re-banning through a changed
+        // action of the same kind) waits for the next round, so it starts
+        // the jail's objects again instead of being removed with them.
         let mut take = |m: Msg, pending: &mut Vec<Request>| match m {
-            Msg::Work(r) => pending.push(r),
-            Msg::StopJail(a) => stops.push(a),
+            Msg::Work(r) => {
+                pending.push(r);
+                false
+            }
+            Msg::StopJail(a) => {
+                stops.push(a);
+                true
+            }
             Msg::Started(a) => {
                 if !announced.contains(&a) {
                     announced.push(a.clone());
                 }
                 backend.lifecycle(&a, Lifecycle::Started);
+                false
             }
         };
+        let mut barrier = false;
         if let Some(m) = first {
-            take(m, &mut pending);
+            barrier = take(m, &mut pending);
         }
-        while pending.len() < MAX_BATCH {
+        while !barrier && pending.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(m) => take(m, &mut pending),
+                Ok(m) => barrier = take(m, &mut pending),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
                     open = false;

@@ -526,6 +526,16 @@ fn resolve_jail_ctx(
             "{origin}: filter {filter_ref:?} is not anchored to a program, so any program's line can trigger it (set programs = [...])"
         ));
     }
+    if let (JailKind::Filter(f), true) = (&kind, enabled) {
+        for (n, src) in f.failregex_sources().enumerate() {
+            if greedy_before_host(src) {
+                ctx.warnings.push(format!(
+                    "{origin}: filter {filter_ref:?} failregex #{} has a greedy .* before the address and no end anchor ($), so text after the address (which a client may write) can decide which address is captured: {src}",
+                    n + 1
+                ));
+            }
+        }
+    }
     let maxretry = raw.maxretry.unwrap_or(5);
     if maxretry == 0 {
         ctx.err(format!("{origin}.maxretry"), "must be at least 1");
@@ -663,6 +673,44 @@ fn resolve_jail_ctx(
         max_tracked,
         uids: raw.uids.clone().unwrap_or_default(),
     })
+}
+
+/// Whether a pattern has an unescaped greedy `.*` or `.+` before its first
+/// address placeholder and does not end with `$`: then the catch-all can
+/// swallow the real address and leave a later, client-written one to the
+/// capture.
+pub fn greedy_before_host(pattern: &str) -> bool {
+    let Some(at) = ["<HOST>", "<ADDR>", "<IP4>", "<IP6>"]
+        .iter()
+        .filter_map(|t| pattern.find(t))
+        .min()
+    else {
+        return false;
+    };
+    let b = pattern.as_bytes();
+    let mut greedy = false;
+    let (mut i, mut in_class) = (0, false);
+    while i < at {
+        match b[i] {
+            b'\\' => i += 1,
+            b'[' if !in_class => in_class = true,
+            b']' if in_class => in_class = false,
+            b'.' if !in_class
+                && matches!(b.get(i + 1), Some(b'*' | b'+'))
+                && b.get(i + 2) != Some(&b'?') =>
+            {
+                greedy = true;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if !greedy {
+        return false;
+    }
+    let t = pattern.trim_end();
+    let escaped = t.len() >= 2 && t.as_bytes()[t.len() - 2] == b'\\';
+    !t.ends_with('$') || escaped
 }
 
 /// Fills a `mail` / `webhook` action's options from the jail's keys and
@@ -887,6 +935,18 @@ mod tests {
         assert!(err.contains("jail.a.filter"), "{err}");
         assert!(err.contains("jail.b.port"), "{err}");
         assert!(err.contains("jail.c.action"), "{err}");
+    }
+
+    #[test]
+    fn greedy_catch_all_before_the_address_is_spotted() {
+        assert!(greedy_before_host("^Failed .* from <HOST>"));
+        assert!(greedy_before_host("^x .+ <ADDR> port"));
+        assert!(!greedy_before_host("^Failed .* from <HOST> port \\d+$"));
+        assert!(!greedy_before_host("^Failed .*? from <HOST>"));
+        assert!(!greedy_before_host("^Failed [.*] from <HOST>"));
+        assert!(!greedy_before_host("^Failed \\.* from <HOST>"));
+        assert!(!greedy_before_host("^from <HOST> .*"));
+        assert!(greedy_before_host("^a .* <HOST> b\\$"));
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub enum HitKind {
     /// program, pid), so later host-less failure lines of the same session
     /// can be attributed (fail2ban's `<F-NOFAIL>`).
     NoFail,
+    /// A successful login: the session's pending failures are dropped and
+    /// the session forgotten, unless the session tried several user names,
+    /// which makes it a failure (fail2ban's `<F-MLFGAINED>`).
+    Success,
 }
 
 /// The outcome of running a filter over one message.
@@ -58,6 +62,9 @@ pub enum Verdict<'t> {
         regex: usize,
         /// The captured host text, if the regex has a placeholder.
         host: Option<&'t str>,
+        /// The user name, if the regex captures one (group `user`, else
+        /// `alt_user`): sessions use it to notice several names tried.
+        user: Option<&'t str>,
         /// Failure or helper match.
         kind: HitKind,
     },
@@ -127,7 +134,9 @@ pub enum FilterError {
 
 /// The regex fragment for each placeholder. One named group `host`.
 const IP4: &str = r"(?:\d{1,3}\.){3}\d{1,3}";
-const IP6: &str = r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?";
+// The dotted tail is tried first, so `::ffff:1.2.3.4` is not cut to `::ffff:1`
+// when nothing after the placeholder anchors the match.
+const IP6: &str = r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?";
 const DNS: &str = r"[\w-]+(?:\.[\w-]+)*";
 
 /// Replaces `<HOST>`, `<ADDR>`, `<IP4>` and `<IP6>` with a capture group
@@ -241,7 +250,7 @@ impl Filter {
                     reason: "more than one <HOST>/<ADDR> placeholder".into(),
                 });
             }
-            if n == 0 && !r.session() {
+            if n == 0 && (r.success() || !r.session()) {
                 return Err(FilterError::Regex {
                     origin: origin.to_string(),
                     line: line_of(r.regex()),
@@ -249,10 +258,12 @@ impl Filter {
                     reason: "no <HOST> or <ADDR> placeholder (set session = true to take the address from an earlier line of the same process)".into(),
                 });
             }
-            sessions |= r.session();
+            sessions |= r.session() || r.success();
             fail.push(FailRegex {
                 re,
-                kind: if r.nofail() {
+                kind: if r.success() {
+                    HitKind::Success
+                } else if r.nofail() {
                     HitKind::NoFail
                 } else {
                     HitKind::Failure
@@ -332,9 +343,11 @@ impl Filter {
                 if self.ignore.iter().any(|r| r.is_match(msg)) {
                     return Verdict::Ignored { regex: i };
                 }
+                let named = |g: &str| caps.name(g).map(|m| m.as_str()).filter(|u| !u.is_empty());
                 return Verdict::Hit {
                     regex: i,
                     host: caps.name("host").map(|m| m.as_str()),
+                    user: named("user").or_else(|| named("alt_user")),
                     kind: f.kind,
                 };
             }
@@ -365,6 +378,10 @@ mod tests {
         assert_eq!(n, 1);
         let re = Regex::new(&p).unwrap();
         for h in ["1.2.3.4", "2001:db8::1", "::ffff:1.2.3.4", "example.com"] {
+            // Unanchored after the placeholder: the longest address must still win.
+            let (p2, _) = expand_placeholders("^from <HOST>");
+            let re2 = Regex::new(&p2).unwrap();
+            assert_eq!(&re2.captures(&format!("from {h} port")).unwrap()["host"], h);
             let line = format!("from {h} port");
             assert_eq!(&re.captures(&line).unwrap()["host"], h);
         }

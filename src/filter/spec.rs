@@ -10,6 +10,7 @@
 //!   { regex = '^Did not receive identification string from <HOST>', modes = ["ddos", "aggressive"] },
 //!   { regex = '^Connection from <HOST> port \d+', nofail = true },  # names the session's address
 //!   { regex = '^Disconnecting: Too many authentication failures', session = true },
+//!   { regex = '^Accepted \w+ for (?P<user>\S+) from <HOST>', success = true },
 //! ]
 //! ignoreregex = []
 //! ```
@@ -63,6 +64,10 @@ pub enum RegexSpec {
         /// (host, program, pid) when the line itself has none.
         #[serde(default)]
         session: bool,
+        /// A successful login: drops the session's pending failures, unless
+        /// the session tried several user names (group `user`).
+        #[serde(default)]
+        success: bool,
     },
 }
 
@@ -88,5 +93,9 @@ impl RegexSpec {
     /// Whether a missing address is taken from the session.
     pub fn session(&self) -> bool {
         matches!(self, RegexSpec::Full { session: true, .. })
+    }
+    /// Whether this marks a successful login.
+    pub fn success(&self) -> bool {
+        matches!(self, RegexSpec::Full { success: true, .. })
     }
 }

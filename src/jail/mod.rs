@@ -6,6 +6,7 @@
 //! Owns: the window counter and session table of one jail. Receives: events
 //! (from the router) and the ban manager's view of an address's history.
 
+pub mod activity;
 pub mod ignore;
 pub mod session;
 pub mod window;
@@ -20,6 +21,7 @@ use crate::config::resolve::{JailKind, JailSettings};
 use crate::filter::{HitKind, Verdict};
 use crate::syslog::{Event, Peer};
 
+use activity::Activity;
 use session::Sessions;
 use window::WindowCounter;
 
@@ -124,6 +126,8 @@ pub struct Jail {
     sessions: Sessions,
     /// Totals.
     pub stats: JailStats,
+    /// Failures per minute and recent lines (for status).
+    activity: Activity,
 }
 
 impl Jail {
@@ -135,7 +139,18 @@ impl Jail {
             window: WindowCounter::new(cap),
             sessions: Sessions::default(),
             stats: JailStats::default(),
+            activity: Activity::default(),
         }
+    }
+
+    /// Failures per minute and recent lines.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
+    /// Keeps (or stops keeping) the last lines of each failing address.
+    pub fn keep_lines(&mut self, on: bool) {
+        self.activity.keep_lines(on);
     }
 
     /// Keeps the counters of `old` (a reload that left this jail's matching
@@ -144,6 +159,7 @@ impl Jail {
         self.window = old.window;
         self.sessions = old.sessions;
         self.stats = old.stats;
+        self.activity = old.activity;
     }
 
     /// The jail's name.
@@ -159,17 +175,7 @@ impl Jail {
     /// The stateless part: runs the filter on a routed event. Safe to call
     /// from several threads at once.
     pub fn examine<'t>(&self, ev: &Event<'t>) -> Verdict<'t> {
-        let JailKind::Filter(filter) = &self.settings.kind else {
-            return Verdict::Miss;
-        };
-        if !self.settings.uids.is_empty() {
-            if let Peer::Unix { uid: Some(uid), .. } = ev.peer {
-                if !self.settings.uids.contains(&uid) {
-                    return Verdict::Miss;
-                }
-            }
-        }
-        filter.examine(ev)
+        examine(&self.settings, ev)
     }
 
     /// The stateful part: attributes a verdict to an address and counts it.
@@ -180,41 +186,21 @@ impl Jail {
         now: SystemTime,
         bans: &dyn BanView,
     ) -> Observation {
-        let Verdict::Hit { host, kind, .. } = verdict else {
-            return Observation::Nothing;
-        };
-        let session = if self.uses_sessions() {
-            self.sessions.key(ev)
-        } else {
-            None
-        };
-        let ip = host.and_then(addr::parse_host);
-        let mut weight_extra = 0;
-        let ip = match (ip, host, session) {
-            (Some(ip), _, Some(key)) => {
-                weight_extra = self.sessions.learn(key, ip, now);
-                Some(ip)
-            }
-            (Some(ip), _, None) => Some(ip),
-            // A host was captured but is not an address: never guess.
-            (None, Some(_), _) => None,
-            (None, None, Some(key)) if kind == HitKind::Failure => {
-                self.sessions.attribute(key, now)
-            }
-            (None, None, _) => None,
-        };
-        if kind == HitKind::NoFail && weight_extra == 0 {
-            return Observation::Nothing;
-        }
-        let Some(ip) = ip else {
-            if kind == HitKind::Failure {
+        let uses_sessions = self.uses_sessions();
+        match attribute(&mut self.sessions, uses_sessions, ev, verdict, now) {
+            Attribution::Nothing => Observation::Nothing,
+            Attribution::Unattributed { .. } => {
                 self.stats.unattributed_total += 1;
-                return Observation::Unattributed;
+                Observation::Unattributed
             }
-            return Observation::Nothing;
-        };
-        let failures = weight_extra + u32::from(kind == HitKind::Failure);
-        self.count(ip, failures, now, bans)
+            Attribution::Failures { ip, count } => {
+                let obs = self.count(ip, count, now, bans);
+                if let Observation::Counted { ip, .. } | Observation::Offense { ip, .. } = obs {
+                    self.activity.line(ip, ev, now);
+                }
+                obs
+            }
+        }
     }
 
     /// Counts `failures` failures of `ip` (also used by recidive, whose
@@ -238,6 +224,7 @@ impl Jail {
             return Observation::AlreadyBanned(ip);
         }
         self.stats.failures_total += u64::from(failures);
+        self.activity.failures(now, failures);
         let s = &self.settings;
         let previous = bans.previous_bans(name, ip, false);
         let weight = s.policy.failure_weight(previous, s.maxretry) * failures;
@@ -264,9 +251,198 @@ impl Jail {
     }
 }
 
+/// The stateless part of a jail, on its settings alone: the uid check and
+/// the filter. [`crate::engine::Matcher`] runs it on several threads.
+pub fn examine<'t>(settings: &JailSettings, ev: &Event<'t>) -> Verdict<'t> {
+    let JailKind::Filter(filter) = &settings.kind else {
+        return Verdict::Miss;
+    };
+    if !settings.uids.is_empty() {
+        if let Peer::Unix { uid: Some(uid), .. } = ev.peer {
+            if !settings.uids.contains(&uid) {
+                return Verdict::Miss;
+            }
+        }
+    }
+    filter.examine(ev)
+}
+
+/// What a verdict amounts to once sessions are taken into account, before
+/// ignore lists and counting. Shared by jails and `test-filter`, so the tool
+/// reports exactly what the daemon would count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attribution {
+    /// Not a failure (a miss, an ignoreregex veto, or a helper line that
+    /// resolved nothing).
+    Nothing,
+    /// A failure without a usable address: a host name, or (`pending`) a
+    /// session failure still waiting for its connection to name an address.
+    Unattributed {
+        /// The failure waits in its session and is counted when the address appears.
+        pending: bool,
+    },
+    /// `count` failures of `ip` (more than one when a line resolves failures
+    /// that were pending in its session).
+    Failures {
+        /// The address.
+        ip: IpAddr,
+        /// Failures to count.
+        count: u32,
+    },
+}
+
+/// Attributes a verdict: parses the captured host, learns or looks up the
+/// session's address (host, program, pid) when the filter correlates lines.
+///
+/// In a session:
+/// - a line naming an address resolves the failures pending for it;
+/// - a helper line (nofail) is no failure, unless the session has tried
+///   more than one user name: then it counts, with the earlier helper lines
+///   that named a user (password spraying over one connection);
+/// - a successful login drops what was pending and forgets the session; it
+///   is a failure itself when several user names were tried.
+pub fn attribute(
+    sessions: &mut Sessions,
+    uses_sessions: bool,
+    ev: &Event<'_>,
+    verdict: Verdict<'_>,
+    now: SystemTime,
+) -> Attribution {
+    let Verdict::Hit {
+        host, kind, user, ..
+    } = verdict
+    else {
+        return Attribution::Nothing;
+    };
+    let session = if uses_sessions {
+        sessions.key(ev)
+    } else {
+        None
+    };
+    let ip = host.and_then(addr::parse_host);
+    let mut count = u32::from(kind == HitKind::Failure);
+    if let Some(key) = session {
+        if let Some(ip) = ip {
+            let resolved = sessions.learn(key, ip, now);
+            // A login drops what was pending (fail2ban's MLFGAINED).
+            if kind != HitKind::Success {
+                count += resolved;
+            }
+        }
+        let several = match user {
+            Some(u) => sessions.note_user(key, u, now),
+            None => sessions.several_users(key, now),
+        };
+        match kind {
+            HitKind::Failure => {}
+            HitKind::NoFail | HitKind::Success if several => {
+                count += sessions.take_quiet(key, now) + 1;
+            }
+            HitKind::NoFail => {
+                if user.is_some() {
+                    sessions.add_quiet(key, now);
+                }
+            }
+            HitKind::Success => {}
+        }
+        if kind == HitKind::Success {
+            // A login ends what the connection was waiting for.
+            sessions.forget(key);
+        }
+    }
+    let ip = match (ip, host, session) {
+        (Some(ip), _, _) => Some(ip),
+        // A host was captured but is not an address: never guess.
+        (None, Some(_), _) => None,
+        (None, None, Some(key)) if count > 0 => sessions.attribute(key, now),
+        (None, None, _) => None,
+    };
+    if count == 0 {
+        return Attribution::Nothing;
+    }
+    match ip {
+        Some(ip) => Attribution::Failures { ip, count },
+        None => Attribution::Unattributed {
+            pending: host.is_none() && session.is_some(),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ev(pid: &'static str) -> Event<'static> {
+        Event {
+            received: std::time::UNIX_EPOCH,
+            peer: Peer::File,
+            format: crate::syslog::Format::Rfc3164,
+            host: None,
+            program: "sshd",
+            pid: Some(pid),
+            facility: None,
+            severity: None,
+            timestamp: None,
+            msg: "",
+        }
+    }
+
+    fn hit(
+        host: Option<&'static str>,
+        user: Option<&'static str>,
+        kind: HitKind,
+    ) -> Verdict<'static> {
+        Verdict::Hit {
+            regex: 0,
+            host,
+            user,
+            kind,
+        }
+    }
+
+    #[test]
+    fn sessions_count_several_user_names_and_forget_on_login() {
+        let mut s = Sessions::default();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = |s: &mut Sessions, v| attribute(s, true, &ev("7"), v, t);
+        // One user, twice: helper lines, nothing counts.
+        let pam = |u| hit(Some("192.0.2.1"), Some(u), HitKind::NoFail);
+        assert_eq!(a(&mut s, pam("root")), Attribution::Nothing);
+        assert_eq!(a(&mut s, pam("root")), Attribution::Nothing);
+        // A second name: this line and the two kept ones count.
+        assert_eq!(
+            a(&mut s, pam("admin")),
+            Attribution::Failures { ip, count: 3 }
+        );
+        // A login after several names is a failure, and ends the session.
+        let login = hit(Some("192.0.2.1"), Some("ops"), HitKind::Success);
+        assert_eq!(a(&mut s, login), Attribution::Failures { ip, count: 1 });
+        assert_eq!(a(&mut s, pam("x")), Attribution::Nothing, "forgotten");
+        // A login with the same name drops a pending failure.
+        let mut s = Sessions::default();
+        let pending = hit(None, None, HitKind::Failure);
+        assert_eq!(
+            a(&mut s, pending),
+            Attribution::Unattributed { pending: true }
+        );
+        assert_eq!(
+            a(&mut s, hit(Some("192.0.2.1"), Some("x"), HitKind::Success)),
+            Attribution::Nothing
+        );
+        let named = hit(Some("192.0.2.1"), None, HitKind::NoFail);
+        assert_eq!(
+            a(&mut s, named),
+            Attribution::Nothing,
+            "nothing left pending"
+        );
+        // Without sessions, helper lines never count.
+        let mut s = Sessions::default();
+        assert_eq!(
+            attribute(&mut s, false, &ev("7"), pam("root"), t),
+            Attribution::Nothing
+        );
+    }
 
     #[test]
     fn jail_names_are_firewall_safe() {

@@ -106,22 +106,28 @@ fn fraction(b: &[u8], i: usize) -> (u32, usize) {
 /// number of bytes consumed.
 pub fn parse_bsd(s: &str, reference: SystemTime) -> Option<(SystemTime, usize)> {
     let b = s.as_bytes();
-    if b.len() < 15 || b[3] != b' ' {
+    if b.len() < 14 || b[3] != b' ' {
         return None;
     }
     let month = month_from_abbrev(&b[0..3])?;
-    let day = match (b[4], b[5]) {
-        (b' ', d) if d.is_ascii_digit() => u32::from(d - b'0'),
-        _ => two_digits(b, 4)?,
+    // `Mmm dd`, `Mmm  d`, and the unpadded `Mmm d` some senders write.
+    let (day, o) = match (b[4], b[5]) {
+        (b' ', d) if d.is_ascii_digit() => (u32::from(d - b'0'), 0),
+        (d, b' ') if d.is_ascii_digit() => (u32::from(d - b'0'), 1),
+        _ => (two_digits(b, 4)?, 0),
     };
-    if b[6] != b' ' || b[9] != b':' || b[12] != b':' {
+    if b.len() < 15 - o || b[6 - o] != b' ' || b[9 - o] != b':' || b[12 - o] != b':' {
         return None;
     }
-    let (hh, mm, ss) = (two_digits(b, 7)?, two_digits(b, 10)?, two_digits(b, 13)?);
+    let (hh, mm, ss) = (
+        two_digits(b, 7 - o)?,
+        two_digits(b, 10 - o)?,
+        two_digits(b, 13 - o)?,
+    );
     if !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
-    let (nanos, flen) = fraction(b, 15);
+    let (nanos, flen) = fraction(b, 15 - o);
     let ref_secs = unix_secs(reference);
     let (ref_year, _, _) = civil_from_days(ref_secs.div_euclid(86400));
     let tod = i64::from(hh) * 3600 + i64::from(mm) * 60 + i64::from(ss);
@@ -132,7 +138,7 @@ pub fn parse_bsd(s: &str, reference: SystemTime) -> Option<(SystemTime, usize)> 
             best = Some(t);
         }
     }
-    Some((from_unix(best?, nanos)?, 15 + flen))
+    Some((from_unix(best?, nanos)?, 15 - o + flen))
 }
 
 /// Parses an ISO 8601 / RFC 3339 timestamp at the start of `s`
@@ -219,6 +225,9 @@ mod tests {
         assert!(parse_bsd("Foo 24 14:00:00 x", r).is_none());
         assert!(parse_bsd("Nov 24 25:00:00 x", r).is_none());
         assert!(parse_bsd("Nov 24 14:00", r).is_none());
+        let (t, n) = parse_bsd("Jan 1 00:00:01 x", r).unwrap();
+        assert_eq!((t, n), (UNIX_EPOCH + Duration::from_secs(1), 14));
+        assert!(parse_bsd("Jan 1 0:00:01 x", r).is_none());
         let (t, n) = parse_bsd("Jan  1 00:00:00.250 x", r).unwrap();
         assert_eq!(n, 19);
         assert_eq!(t, UNIX_EPOCH + Duration::from_millis(250));

@@ -410,6 +410,28 @@ impl Daemon {
         }
     }
 
+    /// Acknowledges a change only once the store has committed it: the
+    /// effects go to the store now, and the store answers the client after
+    /// its commit (or with `what` and the error when the database fails, in
+    /// which case the change is in force but still being retried).
+    fn durable(
+        &mut self,
+        resp: Response,
+        reply: Option<oneshot::Sender<Response>>,
+        what: String,
+    ) -> Option<(Response, oneshot::Sender<Response>)> {
+        self.flush(None);
+        if let Some(reply) = reply {
+            self.store.sync(Box::new(move |r| {
+                let _ = reply.send(match r {
+                    Ok(()) => resp,
+                    Err(e) => Response::err(format!("{what}, but {e}")),
+                });
+            }));
+        }
+        None
+    }
+
     /// Answers a control request. Returns the response with its reply
     /// channel, or `None` when the answer comes later (reload; a ban, once
     /// it is committed to the store).
@@ -450,19 +472,8 @@ impl Daemon {
                             "expires": b.expires.map(unix),
                             "bantime": b.bantime.as_secs_i64(),
                         }));
-                        // Durable before acknowledged: the ban goes to the
-                        // store now and the store answers after its commit.
-                        self.flush(None);
-                        if let Some(reply) = reply {
-                            let what = format!("{} is banned in {} and in force", b.ip, b.jail);
-                            self.store.sync(Box::new(move |r| {
-                                let _ = reply.send(match r {
-                                    Ok(()) => resp,
-                                    Err(e) => Response::err(format!("{what}, but {e}")),
-                                });
-                            }));
-                        }
-                        return None;
+                        let what = format!("{} is banned in {} and in force", b.ip, b.jail);
+                        return self.durable(resp, reply, what);
                     }
                     Err(e) => Response::err(e.to_string()),
                 },
@@ -472,7 +483,10 @@ impl Daemon {
                 ip: _,
                 all: true,
             } => match self.engine.unban_all(jail.as_deref()) {
-                Ok(v) => Response::ok(json!({"unbanned": v.len()})),
+                Ok(v) => {
+                    let what = format!("{} ban(s) lifted", v.len());
+                    return self.durable(Response::ok(json!({"unbanned": v.len()})), reply, what);
+                }
                 Err(e) => Response::err(e.to_string()),
             },
             Request::Unban {
@@ -485,7 +499,9 @@ impl Daemon {
                     Ok(v) => {
                         let mut jails: Vec<String> = v.iter().map(|b| b.jail.to_string()).collect();
                         jails.sort();
-                        Response::ok(json!({"unbanned": v.len(), "jails": jails}))
+                        let what = format!("{ip} is unbanned");
+                        let resp = Response::ok(json!({"unbanned": v.len(), "jails": jails}));
+                        return self.durable(resp, reply, what);
                     }
                     Err(e) => Response::err(e.to_string()),
                 },

@@ -467,7 +467,8 @@ fn failing_firewall_command_is_counted_retried_and_the_ban_kept() {
     );
     std::fs::remove_file(&flag).expect("unflag");
     assert!(
-        net.until_blocked(VICTIM4, COVERED, Duration::from_secs(15))
+        // The retry delay doubles up to 30 s, so allow for one full delay.
+        net.until_blocked(VICTIM4, COVERED, Duration::from_secs(40))
             .is_some(),
         "the ban was lost after the firewall recovered\n{}",
         d.log_text()

@@ -555,3 +555,19 @@ fn recidive_does_not_punish_twice_for_the_same_bans_after_a_restart() {
         "recidive counted bans its earlier ban already covered"
     );
 }
+
+#[test]
+fn an_acknowledged_unban_survives_a_crash() {
+    let toml = "[jail.sshd]\nenabled = true\nfilter = \"sshd\"\nbantime = \"1h\"\n";
+    let d = Daemon::start(toml);
+    ok(d.cli(&["ban", "sshd", "203.0.113.61"]));
+    ok(d.cli(&["ban", "sshd", "203.0.113.62"]));
+    ok(d.cli(&["unban", "203.0.113.61"]));
+    // SIGKILL right after the acknowledgement: the unban was on disk.
+    let d = restart(d, toml);
+    assert!(!d.is_banned("sshd", "203.0.113.61"), "{:?}", d.banned());
+    assert!(d.is_banned("sshd", "203.0.113.62"));
+    ok(d.cli(&["unban", "--all"]));
+    let d = restart(d, toml);
+    assert!(d.banned().is_empty(), "{:?}", d.banned());
+}

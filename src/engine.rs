@@ -196,11 +196,18 @@ impl Engine {
                 .push(JailMetrics::new(&self.metrics, s.name.as_str()));
             self.jails.push(j);
         }
-        // Recidive jails read no messages: they are fed by bans.
+        // Recidive jails read no messages: they are fed by bans. fail2ban
+        // filters route by their _daemon regex instead of names.
         self.router = Router::new(self.jails.iter().map(|j| match j.settings.kind {
             JailKind::Recidive => None,
+            JailKind::Filter(_) if j.settings.program_pattern().is_some() => None,
             JailKind::Filter(_) => Some(j.settings.programs.as_slice()),
         }));
+        for (i, j) in self.jails.iter().enumerate() {
+            if let Some(re) = j.settings.program_pattern() {
+                self.router.add_pattern(i, re.clone());
+            }
+        }
         old.into_values().collect()
     }
 

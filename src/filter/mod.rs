@@ -18,6 +18,7 @@
 //! that are not anchored.
 
 pub mod builtin;
+pub mod fail2ban;
 pub mod options;
 mod prefilter;
 pub mod spec;
@@ -82,6 +83,8 @@ pub struct Filter {
     prefilter: Prefilter,
     /// Correlate host-less lines with earlier lines of the same session.
     sessions: bool,
+    /// A fail2ban filter (filter.d/NAME.conf): when set, it does the matching.
+    f2b: Option<Box<fail2ban::Matcher>>,
 }
 
 /// A filter that failed to build; names the source and the line.
@@ -277,7 +280,42 @@ impl Filter {
             fail,
             ignore,
             sessions,
+            f2b: None,
         })
+    }
+
+    /// Wraps a compiled fail2ban filter. Its programs come from its
+    /// `_daemon` regex ([`Filter::program_pattern`]), not a name list.
+    pub fn from_fail2ban(m: fail2ban::Matcher) -> Filter {
+        Filter {
+            name: m.def().name.clone(),
+            programs: Vec::new(),
+            fail: Vec::new(),
+            ignore: Vec::new(),
+            prefilter: Prefilter::new(&[]),
+            sessions: false,
+            f2b: Some(Box::new(m)),
+        }
+    }
+
+    /// The fail2ban matcher, for filters read from a fail2ban tree.
+    pub fn fail2ban(&self) -> Option<&fail2ban::Matcher> {
+        self.f2b.as_deref()
+    }
+
+    /// The program regex of a fail2ban filter anchored to its `_daemon`.
+    pub fn program_pattern(&self) -> Option<&Regex> {
+        self.f2b.as_ref().and_then(|m| m.daemon_regex())
+    }
+
+    /// Whether a program's lines reach this filter (names, a `_daemon`
+    /// regex, or every program when neither is set).
+    pub fn listens_to(&self, program: &str) -> bool {
+        match (self.program_pattern(), self.programs.is_empty()) {
+            (Some(re), _) => re.is_match(program),
+            (None, true) => true,
+            (None, false) => self.programs.iter().any(|p| p == program),
+        }
     }
 
     /// The filter's name.
@@ -292,13 +330,19 @@ impl Filter {
     }
 
     /// The failregexes as written, in order.
-    pub fn failregex_sources(&self) -> impl Iterator<Item = &str> {
-        self.fail.iter().map(|f| f.source.as_str())
+    pub fn failregex_sources(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match &self.f2b {
+            Some(m) => Box::new(m.failregexes().map(|(s, _)| s)),
+            None => Box::new(self.fail.iter().map(|f| f.source.as_str())),
+        }
     }
 
     /// Number of failregexes.
     pub fn failregex_count(&self) -> usize {
-        self.fail.len()
+        match &self.f2b {
+            Some(m) => m.failregexes().count(),
+            None => self.fail.len(),
+        }
     }
 
     /// Whether host-less failure lines are attributed through their session.
@@ -310,6 +354,9 @@ impl Filter {
     /// `test-filter` use. Native filters read the message body; filters
     /// that need more of the line (fail2ban's prefix) read the event.
     pub fn examine<'t>(&self, ev: &crate::syslog::Event<'t>) -> Verdict<'t> {
+        if let Some(m) = &self.f2b {
+            return m.examine(ev);
+        }
         self.check(ev.msg)
     }
 

@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 
 use crate::addr;
+use crate::filter::fail2ban::Correlated;
 use crate::filter::{self, Filter, FilterSpec, HitKind, NamedOptions, RegexSpec, Verdict};
 use crate::jail::session::Sessions;
 use crate::syslog::{self, ParseContext, Peer};
@@ -37,6 +38,9 @@ pub fn load_filter(spec: &str, dirs: &[std::path::PathBuf]) -> Result<Filter, fi
             Some(spec),
         );
     }
+    if let Some(f) = fail2ban_conf(spec) {
+        return f;
+    }
     let reference = if Path::new(spec).is_file() {
         NamedOptions {
             name: spec.to_string(),
@@ -49,6 +53,36 @@ pub fn load_filter(spec: &str, dirs: &[std::path::PathBuf]) -> Result<Filter, fi
         })?
     };
     filter::builtin::load(&reference, dirs)
+}
+
+/// A fail2ban filter file (`filter.d/NAME.conf`, optionally with options:
+/// `sshd.conf[mode=aggressive]`) goes to the fail2ban reader.
+fn fail2ban_conf(spec: &str) -> Option<Result<Filter, filter::FilterError>> {
+    let (path, opts) = match spec.find('[') {
+        Some(i) if spec.ends_with(']') => (&spec[..i], &spec[i..]),
+        _ => (spec, ""),
+    };
+    let p = Path::new(path);
+    if !(p.is_file() && (path.ends_with(".conf") || path.ends_with(".local"))) {
+        return None;
+    }
+    let opts = match NamedOptions::parse(&format!("x{opts}")) {
+        Ok(o) => o.options.into_iter().collect::<Vec<_>>(),
+        Err(e) => {
+            return Some(Err(filter::FilterError::Invalid {
+                origin: "command line".into(),
+                reason: e.to_string(),
+            }))
+        }
+    };
+    Some(
+        crate::config::fail2ban::load_filter_file(p, &opts).map_err(|reason| {
+            filter::FilterError::Load {
+                origin: path.to_string(),
+                reason,
+            }
+        }),
+    )
 }
 
 /// One line's result (`--json` prints these).
@@ -90,6 +124,10 @@ pub fn run<R: Read>(
         ..Default::default()
     };
     let mut sessions = Sessions::default();
+    let mut f2b_state = filter
+        .fail2ban()
+        .filter(|m| m.is_stateful())
+        .map(|_| crate::filter::fail2ban::State::default());
     let mut reference = SystemTime::now();
     let reader = BufReader::with_capacity(1 << 20, input);
     let mut buf = Vec::new();
@@ -116,8 +154,9 @@ pub fn run<R: Read>(
         if let Some(t) = ev.timestamp {
             reference = t;
         }
+        // A raw line (no syslog header) reaches a fail2ban filter as written.
         let routed =
-            filter.programs().is_empty() || filter.programs().iter().any(|p| p == ev.program);
+            filter.listens_to(ev.program) || (ev.program.is_empty() && filter.fail2ban().is_some());
         let verdict = if routed {
             filter.examine(&ev)
         } else {
@@ -128,6 +167,19 @@ pub fn run<R: Read>(
             matched: false,
             host: None,
         };
+        if let (Some(m), Some(st)) = (filter.fail2ban(), f2b_state.as_mut()) {
+            if let Verdict::Ignored { .. } = verdict {
+                report.ignored += 1;
+            }
+            if let Correlated::Failure { regex, host } = m.correlate(st, &ev, verdict, reference) {
+                report.per_regex[regex] += 1;
+                report.matched += 1;
+                result.matched = true;
+                result.host = host;
+            }
+            each(&result, line);
+            continue;
+        }
         match verdict {
             Verdict::Miss => {}
             Verdict::Ignored { .. } => report.ignored += 1,

@@ -4,5 +4,6 @@
 mod common;
 
 mod cli;
+mod fail2ban;
 mod ingest;
 mod injection;

@@ -17,6 +17,7 @@ use std::time::SystemTime;
 
 use crate::addr;
 use crate::config::resolve::{JailKind, JailSettings};
+use crate::filter::fail2ban::Correlated;
 use crate::filter::{HitKind, Verdict};
 use crate::syslog::{Event, Peer};
 
@@ -122,6 +123,8 @@ pub struct Jail {
     pub settings: Arc<JailSettings>,
     window: WindowCounter,
     sessions: Sessions,
+    /// Correlation state of a fail2ban filter that needs it (mlfid, maxlines).
+    f2b: Option<Box<crate::filter::fail2ban::State>>,
     /// Totals.
     pub stats: JailStats,
 }
@@ -134,6 +137,7 @@ impl Jail {
             settings,
             window: WindowCounter::new(cap),
             sessions: Sessions::default(),
+            f2b: None,
             stats: JailStats::default(),
         }
     }
@@ -143,6 +147,7 @@ impl Jail {
     pub fn adopt_state(&mut self, old: Jail) {
         self.window = old.window;
         self.sessions = old.sessions;
+        self.f2b = old.f2b;
         self.stats = old.stats;
     }
 
@@ -180,6 +185,22 @@ impl Jail {
         now: SystemTime,
         bans: &dyn BanView,
     ) -> Observation {
+        if let JailKind::Filter(f) = &self.settings.kind {
+            if let Some(m) = f.fail2ban().filter(|m| m.is_stateful()) {
+                let st = self.f2b.get_or_insert_with(Default::default);
+                let host = match m.correlate(st, ev, verdict, now) {
+                    Correlated::Nothing => return Observation::Nothing,
+                    Correlated::Failure { host, .. } => host,
+                };
+                return match host.as_deref().and_then(addr::parse_host) {
+                    Some(ip) => self.count(ip, 1, now, bans),
+                    None => {
+                        self.stats.unattributed_total += 1;
+                        Observation::Unattributed
+                    }
+                };
+            }
+        }
         let Verdict::Hit { host, kind, .. } = verdict else {
             return Observation::Nothing;
         };

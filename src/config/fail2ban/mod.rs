@@ -758,6 +758,54 @@ fn build_jail(
     ))
 }
 
+/// `check`'s lines for the fail2ban jails: the filter file, the programs
+/// the jail listens to, its backends, and the engine of each pattern.
+pub fn report(
+    out: &mut dyn std::io::Write,
+    settings: &crate::config::Settings,
+) -> std::io::Result<()> {
+    for j in &settings.jails {
+        let JailKind::Filter(f) = &j.kind else {
+            continue;
+        };
+        let Some(m) = f.fail2ban() else { continue };
+        let programs = match f.program_pattern() {
+            Some(re) => format!("programs matching {}", re.as_str()),
+            None => "every program".to_string(),
+        };
+        writeln!(
+            out,
+            "fail2ban jail {}: {} ({}); listens to {programs}; backends {}",
+            j.name,
+            m.def().origin,
+            if m.is_multiline() {
+                "multi-line, buffered per connection"
+            } else if m.is_stateful() {
+                "lines of a connection merged by <F-MLFID>"
+            } else {
+                "single-line"
+            },
+            j.actions
+                .iter()
+                .map(|a| match a.options.get("file") {
+                    Some(file) => format!("{} ({file})", a.kind),
+                    None => a.kind.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        for (role, p) in m.patterns() {
+            writeln!(
+                out,
+                "  {role:<11} engine {:<11} {}",
+                p.engine().to_string(),
+                p.source
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// How a `_daemon` routing regex is shown: the bare name when it is one
 /// (`sshd`), else `~` and the regex.
 pub fn program_label(full: &str) -> String {

@@ -186,8 +186,11 @@ impl Jail {
         bans: &dyn BanView,
     ) -> Observation {
         if let JailKind::Filter(f) = &self.settings.kind {
-            if let Some(m) = f.fail2ban().filter(|m| m.is_stateful()) {
-                let st = self.f2b.get_or_insert_with(Default::default);
+            if let Some(m) = f.fail2ban() {
+                let st = match m.is_stateful() {
+                    true => Some(&mut **self.f2b.get_or_insert_with(Default::default)),
+                    false => None,
+                };
                 let host = match m.correlate(st, ev, verdict, now) {
                     Correlated::Nothing => return Observation::Nothing,
                     Correlated::Failure { host, .. } => host,

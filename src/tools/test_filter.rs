@@ -155,8 +155,9 @@ pub fn run<R: Read>(
             reference = t;
         }
         // A raw line (no syslog header) reaches a fail2ban filter as written.
-        let routed =
-            filter.listens_to(ev.program) || (ev.program.is_empty() && filter.fail2ban().is_some());
+        let routed = filter.listens_to(ev.program)
+            || (filter.fail2ban().is_some()
+                && (ev.program.is_empty() || crate::filter::fail2ban::Matcher::reads_raw(&ev)));
         let verdict = if routed {
             filter.examine(&ev)
         } else {
@@ -167,11 +168,13 @@ pub fn run<R: Read>(
             matched: false,
             host: None,
         };
-        if let (Some(m), Some(st)) = (filter.fail2ban(), f2b_state.as_mut()) {
+        if let Some(m) = filter.fail2ban() {
             if let Verdict::Ignored { .. } = verdict {
                 report.ignored += 1;
             }
-            if let Correlated::Failure { regex, host } = m.correlate(st, &ev, verdict, reference) {
+            if let Correlated::Failure { regex, host } =
+                m.correlate(f2b_state.as_mut(), &ev, verdict, reference)
+            {
                 report.per_regex[regex] += 1;
                 report.matched += 1;
                 result.matched = true;

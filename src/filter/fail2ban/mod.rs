@@ -25,11 +25,9 @@ pub mod pattern;
 pub mod state;
 
 use std::cell::RefCell;
-use std::net::IpAddr;
 use std::time::SystemTime;
 
-use crate::addr;
-use crate::syslog::{Event, Format};
+use crate::syslog::{Event, Format, Peer};
 
 use super::prefilter::Prefilter;
 use super::{HitKind, Verdict};
@@ -319,30 +317,56 @@ impl Matcher {
     fn build_line(&self, ev: &Event<'_>, out: &mut String) -> Layout {
         out.clear();
         if ev.format == Format::Unparsed || ev.program.is_empty() {
-            match self.date.find(ev.msg) {
-                Some((s, e)) => {
-                    out.push_str(&ev.msg[..s]);
-                    out.push_str(&ev.msg[e..]);
-                    return Layout {
-                        msg_at: 0,
-                        cut: Some((s, e - s)),
-                        host_at: None,
-                    };
-                }
-                None => {
-                    out.push_str(ev.msg);
-                    return Layout {
-                        msg_at: 0,
-                        cut: None,
-                        host_at: None,
-                    };
-                }
-            }
+            return self.raw_line(ev.msg, 0, out);
         }
-        let host = ev.host.unwrap_or(NO_HOST);
-        let host_at = ev.host.map(|h| (0, h.len()));
-        out.push_str(host);
+        // A line read from a file whose header does not hold together (no
+        // timestamp and no host, or a "host" no host name looks like) is an
+        // application's own log line that merely resembles syslog
+        // (`t=2020-10-19T17:44:33 lvl=...`, `DATE [WARNING] file.c:12 ...`):
+        // read it as written, less its date, as fail2ban reads files.
+        if Self::reads_raw(ev) {
+            let mut raw = String::with_capacity(ev.program.len() + ev.msg.len() + 64);
+            if ev.timestamp.is_some() {
+                // What follows the date that fail2ban cuts out.
+                raw.push(' ');
+            }
+            if let Some(h) = ev.host {
+                raw.push_str(h);
+                raw.push(' ');
+            }
+            let tag_at = raw.len();
+            raw.push_str(ev.program);
+            if let Some(pid) = ev.pid {
+                raw.push('[');
+                raw.push_str(pid);
+                raw.push(']');
+            }
+            let gap = (ev.msg.as_ptr() as usize)
+                .saturating_sub(ev.program.as_ptr() as usize + ev.program.len());
+            let sep = gap.saturating_sub(raw.len() - tag_at - ev.program.len());
+            if sep > 0 {
+                raw.push(':');
+                raw.extend(std::iter::repeat_n(' ', sep - 1));
+            }
+            let at = raw.len();
+            raw.push_str(ev.msg);
+            return self.raw_line(&raw, at, out);
+        }
+        // As fail2ban sees a syslog line once the date is cut out:
+        // " HOST PROGRAM[PID]: MESSAGE". A line received without a host
+        // gets `localhost`, so filters that need a host token match; a
+        // file line without one is left as written.
+        let host = match (ev.host, ev.peer) {
+            (Some(h), _) => Some(h),
+            (None, Peer::File) => None,
+            (None, _) => Some(NO_HOST),
+        };
+        let host_at = ev.host.map(|h| (1, h.len()));
         out.push(' ');
+        if let Some(host) = host {
+            out.push_str(host);
+            out.push(' ');
+        }
         out.push_str(ev.program);
         if let Some(pid) = ev.pid {
             out.push('[');
@@ -356,6 +380,47 @@ impl Matcher {
             msg_at,
             cut: None,
             host_at,
+        }
+    }
+
+    /// Whether an event read from a file is taken as written rather than
+    /// rebuilt: its header does not hold together (no timestamp and no
+    /// host, or a host or program no syslog sender writes), so it is an
+    /// application's own log line that merely resembles syslog
+    /// (`t=2020-10-19T17:44:33 lvl=...`, `DATE [WARNING] file.c:12 ...`).
+    pub fn reads_raw(ev: &Event<'_>) -> bool {
+        if ev.peer != Peer::File || ev.format == Format::Rfc5424 {
+            return false;
+        }
+        const ODD: [char; 11] = ['[', ']', '(', ')', '=', '<', '>', '"', '\'', ',', '+'];
+        let odd_host = ev.host.is_some_and(|h| h.contains(ODD));
+        let odd_program =
+            ev.program.contains(ODD) || ev.program.starts_with(|c: char| c.is_ascii_digit());
+        (ev.timestamp.is_none() && ev.host.is_none()) || odd_host || odd_program
+    }
+
+    /// A raw line (message starting at `msg_at`) with its date cut out.
+    fn raw_line(&self, raw: &str, msg_at: usize, out: &mut String) -> Layout {
+        match self.date.find(raw) {
+            Some((s, e)) => {
+                out.push_str(&raw[..s]);
+                out.push_str(&raw[e..]);
+                // Captures are handed back only when the cut is in the message.
+                let ok = s >= msg_at;
+                Layout {
+                    msg_at: if ok { msg_at } else { usize::MAX },
+                    cut: ok.then(|| (s - msg_at, e - s)),
+                    host_at: None,
+                }
+            }
+            None => {
+                out.push_str(raw);
+                Layout {
+                    msg_at,
+                    cut: None,
+                    host_at: None,
+                }
+            }
         }
     }
 
@@ -537,7 +602,7 @@ impl Matcher {
     /// multi-line regexes over the session's buffer.
     pub fn correlate(
         &self,
-        st: &mut State,
+        st: Option<&mut State>,
         ev: &Event<'_>,
         verdict: Verdict<'_>,
         now: SystemTime,
@@ -548,7 +613,15 @@ impl Matcher {
         let mut line = String::new();
         self.build_line(ev, &mut line);
         if self.multiline {
-            let key = st.session_key(ev);
+            let Some(st) = st else {
+                return Correlated::Nothing;
+            };
+            // Raw file lines share one buffer, as in fail2ban.
+            let key = if ev.program.is_empty() || Self::reads_raw(ev) {
+                st.raw_key()
+            } else {
+                st.session_key(ev)
+            };
             let lines = self.def.maxlines.clamp(1, MAX_LINES);
             let hit = st.push_line(key, line, lines, |buf| {
                 let mut ps = Spans::default();
@@ -571,7 +644,7 @@ impl Matcher {
             LineMatch::Hit(h) => h,
             _ => return Correlated::Nothing,
         };
-        self.finish(Some(st), hit, now)
+        self.finish(st, hit, now)
     }
 
     /// fail2ban's `_mergeFailure` plus the choice of the failure id.
@@ -604,10 +677,8 @@ fn skipped_spans(p: &Pattern, s: &Spans) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// An address in fail2ban's printed form (IPv6 compressed); other text as is.
+/// A captured address as fail2ban reports it: the text as written (the
+/// jail parses it into an address; `test-filter` shows it).
 pub fn normalise(t: &str) -> String {
-    match t.parse::<IpAddr>() {
-        Ok(ip) => addr::normalize(ip).to_string(),
-        Err(_) => t.to_string(),
-    }
+    t.to_string()
 }

@@ -69,6 +69,11 @@ impl State {
         self.hasher.hash_one((ev.host, ev.program, ev.pid))
     }
 
+    /// The key of lines without a syslog header.
+    pub fn raw_key(&self) -> u64 {
+        self.hasher.hash_one((None::<&str>, "", None::<&str>))
+    }
+
     /// Connections remembered.
     pub fn len(&self) -> usize {
         self.mlfid.len()

@@ -468,7 +468,11 @@ impl Engine {
             name: j.name().to_string(),
             enabled: j.settings.enabled,
             filter: j.settings.filter_ref.clone(),
-            programs: j.settings.programs.clone(),
+            // An empty list reads every program: shown as "*".
+            programs: match (&j.settings.kind, j.settings.programs.is_empty()) {
+                (JailKind::Filter(_), true) => vec!["*".to_string()],
+                _ => j.settings.programs.clone(),
+            },
             actions: j.settings.actions.iter().map(|a| a.kind.clone()).collect(),
             currently_failed: j.window().tracked(),
             total_failed: j.stats.failures_total,

@@ -743,3 +743,120 @@ fn unattributable_failures_never_ban_a_name() {
     assert!(bans.is_empty(), "{bans:?}");
     let _: Option<IpAddr> = None;
 }
+
+#[test]
+fn mail_actions_warn_command_actions_run_without_a_shell() {
+    require!(
+        Path::new(STOCK).join("jail.conf").is_file(),
+        "Debian's fail2ban package is not installed"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("f2b");
+    copy_dir(Path::new(STOCK), &tree);
+    std::fs::write(
+        tree.join("jail.d/zz.local"),
+        "[sshd]\nenabled = true\naction = %(action_mwl)s\n[dropbear]\nenabled = true\naction = route\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("b.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"\"\n[fail2ban]\ndir = \"{}\"\n",
+            tree.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("sendmail-whois-lines") && text.contains("sends mail"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("jail sshd ") && l.contains("actions [iptables-multiport]")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("jail dropbear ") && l.contains("actions [command]")),
+        "{text}"
+    );
+    let loaded = config::load(&LoadOptions {
+        file: Some(cfg.clone()),
+        env: false,
+    })
+    .unwrap();
+    let s = config::resolve::resolve(&loaded).unwrap();
+    let dropbear = s
+        .jails
+        .iter()
+        .find(|j| j.name.as_str() == "dropbear")
+        .unwrap();
+    let t = dropbear.actions[0].command.clone().unwrap();
+    assert_eq!(
+        t.ban,
+        vec![vec!["ip", "route", "add", "unreachable", "<ip>"]]
+    );
+    // An action that needs a shell is refused, naming the file and why.
+    std::fs::write(
+        tree.join("jail.d/zz.local"),
+        "[dropbear]\nenabled = true\naction = hostsdeny\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("hostsdeny.conf") && text.contains("redirection"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_pattern_no_engine_compiles_is_an_error_with_file_and_line() {
+    require!(
+        Path::new(STOCK).join("filter.d/common.conf").is_file(),
+        "Debian's fail2ban package is not installed"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("f2b");
+    copy_dir(Path::new(STOCK), &tree);
+    std::fs::write(
+        tree.join("filter.d/broken.conf"),
+        "[INCLUDES]\nbefore = common.conf\n[Definition]\nfailregex = ^ok from <HOST>$\n            ^bad ( from <HOST>$\n",
+    )
+    .unwrap();
+    std::fs::write(tree.join("jail.d/zz.local"), "[broken]\nenabled = true\n").unwrap();
+    let cfg = dir.path().join("b.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"\"\n[fail2ban]\ndir = \"{}\"\n",
+            tree.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("filter.d/broken.conf:5: failregex"), "{text}");
+}

@@ -12,6 +12,10 @@
 //!   resolve names an attacker chose);
 //! - `<ADDR>`: an IPv4 or IPv6 address; `<IP4>`, `<IP6>`: one family only.
 //!
+//! A filter read from a fail2ban tree (`filter.d/NAME.conf`) wraps a
+//! [`fail2ban::Matcher`] instead: same [`Filter::examine`] entry point, its
+//! programs given by a `_daemon` regex ([`Filter::program_pattern`]).
+//!
 //! Built-in filters are anchored (`^...$`) to the message body of their
 //! program, so that text an attacker controls (user names, URLs) sits at a
 //! position the address capture cannot reach. `check` warns about filters

@@ -16,6 +16,8 @@ use regex::Regex;
 #[derive(Debug, Default)]
 pub struct DateDetector {
     templates: Vec<Template>,
+    /// All templates in one automaton: one pass finds which can match.
+    set: Option<regex::RegexSet>,
 }
 
 #[derive(Debug)]
@@ -247,12 +249,19 @@ impl DateDetector {
                 _ => templates.extend(template(p, false)?),
             }
         }
-        Ok(DateDetector { templates })
+        let set = regex::RegexSet::new(templates.iter().map(|t| t.re.as_str())).ok();
+        Ok(DateDetector { templates, set })
     }
 
     /// The byte span of the date in `line`, if one is found.
     pub fn find(&self, line: &str) -> Option<(usize, usize)> {
-        self.templates.iter().find_map(|t| t.find(line))
+        match &self.set {
+            Some(set) => set
+                .matches(line)
+                .iter()
+                .find_map(|i| self.templates[i].find(line)),
+            None => self.templates.iter().find_map(|t| t.find(line)),
+        }
     }
 }
 

@@ -155,6 +155,10 @@ pub enum Correlated {
 }
 
 thread_local! {
+    /// The last hit `examine` found on this thread, so that `correlate` on
+    /// the same event does not match again: (matcher, message address and
+    /// length, hit).
+    static LAST_HIT: RefCell<Option<(usize, usize, usize, LineHit)>> = const { RefCell::new(None) };
     static LINE: RefCell<String> = const { RefCell::new(String::new()) };
     static SPANS: RefCell<(Spans, Spans)> = RefCell::new((Spans::default(), Spans::default()));
     static CANDS: RefCell<Vec<bool>> = const { RefCell::new(Vec::new()) };
@@ -424,6 +428,20 @@ impl Matcher {
         }
     }
 
+    /// Identifies (matcher, event) for the hit cache: the matcher's
+    /// address, the message's, and a hash of the fields the line is built
+    /// from (a reused buffer never passes for another line).
+    fn event_key(&self, ev: &Event<'_>) -> (usize, usize, usize) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (ev.host, ev.program, ev.pid, ev.msg, ev.timestamp).hash(&mut h);
+        (
+            self as *const Matcher as usize,
+            ev.msg.as_ptr() as usize,
+            h.finish() as usize,
+        )
+    }
+
     /// Hands a span of the rebuilt line back as a slice of the event.
     fn borrow_back<'t>(ev: &Event<'t>, layout: &Layout, (a, b): (usize, usize)) -> Option<&'t str> {
         if let Some((ha, hl)) = layout.host_at {
@@ -584,15 +602,20 @@ impl Matcher {
             match self.match_text(&line) {
                 LineMatch::Miss => Verdict::Miss,
                 LineMatch::Ignored(i) => Verdict::Ignored { regex: i },
-                LineMatch::Hit(h) => Verdict::Hit {
-                    regex: h.regex,
-                    host: h.host_span.and_then(|s| Self::borrow_back(ev, &layout, s)),
-                    kind: if h.nofail || h.gained {
-                        HitKind::NoFail
-                    } else {
-                        HitKind::Failure
-                    },
-                },
+                LineMatch::Hit(h) => {
+                    let v = Verdict::Hit {
+                        regex: h.regex,
+                        host: h.host_span.and_then(|s| Self::borrow_back(ev, &layout, s)),
+                        kind: if h.nofail || h.gained {
+                            HitKind::NoFail
+                        } else {
+                            HitKind::Failure
+                        },
+                    };
+                    let key = self.event_key(ev);
+                    LAST_HIT.with(|c| *c.borrow_mut() = Some((key.0, key.1, key.2, h)));
+                    v
+                }
             }
         })
     }
@@ -610,9 +633,9 @@ impl Matcher {
         if matches!(verdict, Verdict::Miss | Verdict::Ignored { .. }) {
             return Correlated::Nothing;
         }
-        let mut line = String::new();
-        self.build_line(ev, &mut line);
         if self.multiline {
+            let mut line = String::new();
+            self.build_line(ev, &mut line);
             let Some(st) = st else {
                 return Correlated::Nothing;
             };
@@ -640,9 +663,27 @@ impl Matcher {
                 None => Correlated::Nothing,
             };
         }
-        let hit = match self.match_text(&line) {
-            LineMatch::Hit(h) => h,
-            _ => return Correlated::Nothing,
+        let key = self.event_key(ev);
+        let cached = LAST_HIT.with(|c| {
+            let mut c = c.borrow_mut();
+            match c.take() {
+                Some((a, b, l, h)) if (a, b, l) == key => Some(h),
+                other => {
+                    *c = other;
+                    None
+                }
+            }
+        });
+        let hit = match cached {
+            Some(h) => h,
+            None => {
+                let mut line = String::new();
+                self.build_line(ev, &mut line);
+                match self.match_text(&line) {
+                    LineMatch::Hit(h) => h,
+                    _ => return Correlated::Nothing,
+                }
+            }
         };
         self.finish(st, hit, now)
     }
@@ -681,4 +722,123 @@ fn skipped_spans(p: &Pattern, s: &Spans) -> Vec<(usize, usize)> {
 /// jail parses it into an address; `test-filter` shows it).
 pub fn normalise(t: &str) -> String {
     t.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syslog::{self, ParseContext};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn src(r: &str) -> PatternSource {
+        PatternSource {
+            regex: r.to_string(),
+            file: "t.conf".into(),
+            line: 1,
+        }
+    }
+
+    /// A cut-down sshd: mlfid = the prefix of one connection.
+    fn sshd() -> Matcher {
+        Matcher::compile(FilterDef {
+            name: "t".into(),
+            origin: "t.conf".into(),
+            prefregex: Some(src(r"^<F-MLFID>\s*\S+ sshd\[\d+\]: </F-MLFID><F-CONTENT>.+</F-CONTENT>$")),
+            failregex: [
+                r"^Failed (?:<F-NOFAIL>publickey</F-NOFAIL>|\S+) for <F-USER>\S+</F-USER> from <HOST>",
+                r"^Disconnecting: Too many authentication failures",
+                r"^<F-NOFAIL>Connection from</F-NOFAIL> <HOST>",
+                r"^<F-MLFFORGET><F-MLFGAINED>Accepted \w+</F-MLFGAINED></F-MLFFORGET> for <F-USER>\S+</F-USER> from <HOST>",
+            ]
+            .iter()
+            .map(|r| src(r))
+            .collect(),
+            maxlines: 1,
+            usedns: "warn".into(),
+            daemon: Some("sshd".into()),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn run(m: &Matcher, lines: &[&str]) -> Vec<Option<String>> {
+        let mut st = State::default();
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_528_800);
+        lines
+            .iter()
+            .map(|l| {
+                let ctx = ParseContext::live(Peer::Inet("127.0.0.1:1".parse().unwrap()), t);
+                let ev = syslog::parse(l, &ctx);
+                match m.correlate(Some(&mut st), &ev, m.examine(&ev), t) {
+                    Correlated::Failure { host, .. } => host,
+                    Correlated::Nothing => None,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mlfid_pending_failure_takes_the_address_named_later() {
+        let m = sshd();
+        assert!(m.is_stateful());
+        let r = run(
+            &m,
+            &[
+                "<38>Nov 24 14:00:01 h sshd[9]: Disconnecting: Too many authentication failures",
+                "<38>Nov 24 14:00:02 h sshd[9]: Connection from 192.0.2.1 port 22",
+                "<38>Nov 24 14:00:03 h sshd[8]: Connection from 192.0.2.2 port 22",
+                "<38>Nov 24 14:00:04 h sshd[8]: Disconnecting: Too many authentication failures",
+            ],
+        );
+        assert_eq!(
+            r,
+            [
+                None,
+                Some("192.0.2.1".into()),
+                None,
+                Some("192.0.2.2".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn mlfid_helper_lines_count_once_several_users_try() {
+        let m = sshd();
+        let r = run(
+            &m,
+            &[
+                "<38>Nov 24 14:00:01 h sshd[9]: Failed publickey for root from 192.0.2.3 port 1 ssh2",
+                "<38>Nov 24 14:00:02 h sshd[9]: Failed publickey for root from 192.0.2.3 port 1 ssh2",
+                "<38>Nov 24 14:00:03 h sshd[9]: Failed publickey for admin from 192.0.2.3 port 1 ssh2",
+                // A successful login ends the connection: forgotten.
+                "<38>Nov 24 14:00:04 h sshd[7]: Accepted publickey for root from 192.0.2.4 port 1 ssh2",
+                "<38>Nov 24 14:00:05 h sshd[7]: Disconnecting: Too many authentication failures",
+            ],
+        );
+        assert_eq!(r, [None, None, Some("192.0.2.3".into()), None, None]);
+    }
+
+    #[test]
+    fn lines_are_rebuilt_for_the_prefix_and_busybox_gets_a_host() {
+        let m = Matcher::compile(FilterDef {
+            name: "k".into(),
+            origin: "k.conf".into(),
+            failregex: vec![src(r"^\s*\S+ kernel: \[UFW BLOCK\] .*SRC=<ADDR> ")],
+            maxlines: 1,
+            usedns: "no".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_528_800);
+        let ctx = ParseContext::live(Peer::Inet("127.0.0.1:1".parse().unwrap()), t);
+        let ev = syslog::parse(
+            "<4>Nov 24 14:00:01 kernel: [UFW BLOCK] IN=eth0 SRC=198.51.100.7 DST=10.0.0.1",
+            &ctx,
+        );
+        assert_eq!(ev.host, None);
+        match m.examine(&ev) {
+            Verdict::Hit { host, .. } => assert_eq!(host, Some("198.51.100.7")),
+            v => panic!("{v:?}"),
+        }
+    }
 }

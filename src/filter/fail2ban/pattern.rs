@@ -370,6 +370,11 @@ impl fmt::Debug for Pattern {
     }
 }
 
+thread_local! {
+    static LOCS: std::cell::RefCell<std::collections::HashMap<usize, regex::CaptureLocations>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// Backtracking budget per match: a pathological pattern gives up rather
 /// than stalling the pipeline.
 const BACKTRACK_LIMIT: usize = 1_000_000;
@@ -430,16 +435,22 @@ impl Pattern {
     pub fn search(&self, text: &str, spans: &mut Spans) -> bool {
         spans.0.clear();
         match &self.compiled {
-            Compiled::Regex(re) => {
-                let mut locs = re.capture_locations();
-                if re.captures_read(&mut locs, text).is_none() {
+            Compiled::Regex(re) => LOCS.with(|cell| {
+                // Capture slots reused per pattern and thread.
+                let mut cache = cell.borrow_mut();
+                if cache.len() > 4096 {
+                    cache.clear();
+                }
+                let key = re as *const regex::Regex as usize;
+                let locs = cache.entry(key).or_insert_with(|| re.capture_locations());
+                if re.captures_read(locs, text).is_none() {
                     return false;
                 }
                 for g in 0..locs.len() {
                     spans.0.push(locs.get(g));
                 }
                 true
-            }
+            }),
             Compiled::Fancy(re) => match re.captures(text) {
                 Ok(Some(caps)) => {
                     for g in 0..caps.len() {

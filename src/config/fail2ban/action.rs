@@ -162,16 +162,6 @@ pub fn command_templates(origin: &str, combined: &Opts) -> Result<CommandTemplat
         let Some(text) = get(combined, key) else {
             continue;
         };
-        // Family variants would need a second command set.
-        if combined.iter().any(|(k, v)| {
-            k.split_once('?').is_some_and(|(base, _)| {
-                text.contains(&format!("<{base}>")) && get(combined, base) != Some(v.as_str())
-            })
-        }) {
-            return Err(format!(
-                "{origin}: {key} uses tags with IPv6 variants (tag?family=inet6), which the command backend does not run"
-            ));
-        }
         let mut cmds = Vec::new();
         for line in join_continuations(text) {
             let line = line.trim();
@@ -197,6 +187,16 @@ pub fn command_templates(origin: &str, combined: &Opts) -> Result<CommandTemplat
                 }
             }
             cmds.push(argv);
+        }
+        // Family variants would need a second command set.
+        if combined.iter().any(|(k, v)| {
+            k.split_once('?').is_some_and(|(base, _)| {
+                text.contains(&format!("<{base}>")) && get(combined, base) != Some(v.as_str())
+            })
+        }) {
+            return Err(format!(
+                "{origin}: {key} uses tags with IPv6 variants (tag?family=inet6), which the command backend does not run"
+            ));
         }
         match *key {
             "actionstart" => t.start = cmds,

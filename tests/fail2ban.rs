@@ -860,3 +860,32 @@ fn a_pattern_no_engine_compiles_is_an_error_with_file_and_line() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("filter.d/broken.conf:5: failregex"), "{text}");
 }
+
+#[test]
+fn the_daemon_runs_a_fail2ban_tree_in_stream() {
+    require!(Path::new(STOCK).join("jail.conf").is_file(), "Debian's fail2ban package is not installed");
+    let (_keep, tree, _cfg) = seed_tree();
+    let d = crate::common::Daemon::start_with(crate::common::Opts {
+        toml: format!("[fail2ban]\ndir = \"{}\"\n", tree.display()),
+        dry_run: true,
+        ..Default::default()
+    });
+    let now = syslog_time(SystemTime::now());
+    // BusyBox / musl: no hostname.
+    for _ in 0..2 {
+        d.send_udp(format!("<38>{now} sshd-session[5]: Failed password for root from 203.0.113.70 port 22 ssh2").as_bytes());
+    }
+    assert!(
+        d.wait_for(10, |d| d.banned().iter().any(|b| b["jail"] == "sshd" && b["ip"] == "203.0.113.70")),
+        "{:?}",
+        d.banned()
+    );
+    let out = d.cli(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jails = v["jails"].as_array().unwrap();
+    let pam = jails.iter().find(|j| j["name"] == "pam-all").unwrap();
+    assert_eq!(pam["programs"], serde_json::json!(["~\\S+"]));
+    let sshd = jails.iter().find(|j| j["name"] == "sshd").unwrap();
+    assert_eq!(sshd["programs"], serde_json::json!(["*"]));
+    assert!(!sshd["actions"].as_array().unwrap().is_empty());
+}

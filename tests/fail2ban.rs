@@ -863,7 +863,10 @@ fn a_pattern_no_engine_compiles_is_an_error_with_file_and_line() {
 
 #[test]
 fn the_daemon_runs_a_fail2ban_tree_in_stream() {
-    require!(Path::new(STOCK).join("jail.conf").is_file(), "Debian's fail2ban package is not installed");
+    require!(
+        Path::new(STOCK).join("jail.conf").is_file(),
+        "Debian's fail2ban package is not installed"
+    );
     let (_keep, tree, _cfg) = seed_tree();
     let d = crate::common::Daemon::start_with(crate::common::Opts {
         toml: format!("[fail2ban]\ndir = \"{}\"\n", tree.display()),
@@ -876,7 +879,10 @@ fn the_daemon_runs_a_fail2ban_tree_in_stream() {
         d.send_udp(format!("<38>{now} sshd-session[5]: Failed password for root from 203.0.113.70 port 22 ssh2").as_bytes());
     }
     assert!(
-        d.wait_for(10, |d| d.banned().iter().any(|b| b["jail"] == "sshd" && b["ip"] == "203.0.113.70")),
+        d.wait_for(10, |d| d
+            .banned()
+            .iter()
+            .any(|b| b["jail"] == "sshd" && b["ip"] == "203.0.113.70")),
         "{:?}",
         d.banned()
     );

@@ -309,7 +309,6 @@ fn substitute(r: &DefReader, combined: &Opts, value: &str) -> String {
 /// directory is `filter.d` of a tree whose includes resolve beside it.
 pub fn load_filter_file(path: &Path, opts: &[(String, String)]) -> Result<Filter, String> {
     let mut reader = Reader::default();
-    let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -317,7 +316,7 @@ pub fn load_filter_file(path: &Path, opts: &[(String, String)]) -> Result<Filter
         .to_string();
     let mut r = DefReader::read(
         &mut reader,
-        dir,
+        Path::new(""),
         "",
         &path.display().to_string(),
         opts.to_vec(),
@@ -822,5 +821,58 @@ pub fn program_label(full: &str) -> String {
         inner.to_string()
     } else {
         format!("~{inner}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_order_gives_fail2ban_precedence() {
+        // A filter's [Init] maxlines is sent after the jail's, so it wins
+        // (the field guide's `maxlines = 3` on alpine-sshd ends up 10);
+        // failregex lines accumulate; datepattern: the jail's, sent last.
+        let mut stream = Vec::new();
+        let filter: Opts = vec![
+            ("maxlines".into(), "10".into()),
+            ("failregex".into(), "a <HOST>\n\nb <HOST>".into()),
+            ("datepattern".into(), "{^LN-BEG}".into()),
+        ];
+        let jail: Opts = vec![
+            ("usedns".into(), "no".into()),
+            ("maxlines".into(), "3".into()),
+            ("datepattern".into(), "{NONE}".into()),
+        ];
+        fill_stream(&mut stream, &filter);
+        fill_stream(&mut stream, &jail);
+        let last = |k: &str| {
+            stream
+                .iter()
+                .rev()
+                .find(|(x, _)| x == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(last("maxlines"), Some("10"));
+        assert_eq!(last("usedns"), Some("no"));
+        assert_eq!(last("datepattern"), Some("{NONE}"));
+        assert_eq!(stream.iter().filter(|(k, _)| k == "failregex").count(), 2);
+    }
+
+    #[test]
+    fn labels_and_words() {
+        assert_eq!(
+            program_label(r"^[\[\(]?(?:sshd)(?:\(\S+\))?[\]\)]?$"),
+            "sshd"
+        );
+        assert_eq!(
+            program_label(r"^[\[\(]?(?:\S+)(?:\(\S+\))?[\]\)]?$"),
+            r"~\S+"
+        );
+        assert_eq!(
+            splitwords("127.0.0.1/8 ::1,\n 10.0.0.0/8"),
+            ["127.0.0.1/8", "::1", "10.0.0.0/8"]
+        );
+        assert!(as_bool("True") && as_bool("yes") && !as_bool("false") && !as_bool(""));
     }
 }

@@ -71,6 +71,8 @@ pub fn expand_tags(regex: &str, usedns: &str) -> String {
             "ADDR" | "F-ADDR/" => Some(r_addr()),
             "CIDR" | "F-CIDR/" => Some(R_CIDR.to_string()),
             "SUBNET" | "F-SUBNET/" => Some(r_subnet()),
+            // With usedns = no a name is never a failure: the tag matches nothing.
+            "DNS" | "F-DNS/" if usedns == "no" => Some(r"(?P<dns>[^\s\S])".to_string()),
             "DNS" | "F-DNS/" => Some(R_DNS.to_string()),
             "F-ID/" => Some(r"(?P<fid>\S+)".to_string()),
             "F-PORT/" => Some(r"(?P<fport>\w+)".to_string()),
@@ -543,6 +545,13 @@ mod tests {
         );
         let p = Pattern::compile("from <HOST> port", "no", false).unwrap();
         assert_eq!(host_of(&p, "from example.com port"), None);
+        let p = Pattern::compile("from <DNS> port", "no", false).unwrap();
+        assert!(!p.is_match("from example.com port"));
+        let p = Pattern::compile("from <DNS> port", "warn", false).unwrap();
+        assert_eq!(
+            host_of(&p, "from example.com port").as_deref(),
+            Some("example.com")
+        );
     }
 
     #[test]

@@ -306,18 +306,52 @@ fn fail2ban_bans(tree: &Path, scenario: &[(u64, &str, String)]) -> Option<(Bans,
     });
     let mut written = Vec::new();
     if up {
-        // Let the jails finish their first read of the (empty) log: lines
-        // fail2ban reads at start-up are judged against findtime (1 s for
-        // the named jails) as old news, not live.
-        std::thread::sleep(Duration::from_secs(3));
-        // Written phase by phase, so that fail2ban sees each line at its time.
         use std::io::Write;
-        let start = SystemTime::now();
-        let mut t = 0;
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(x.join("messages"))
             .ok()?;
+        // fail2ban's first read of a log is start-up: lines older than
+        // findtime (1 s for the named jails) are dropped as old news. Probe
+        // each jail with one harmless failure until it has counted it, so
+        // the scenario is read live.
+        let probes = [
+            ("sshd", "sshd-session[900]", "Failed password for probe from 192.0.2.250 port 22 ssh2"),
+            ("sshd-ddos", "sshd-session[901]", "Did not receive identification string from 192.0.2.250"),
+            ("sshd-key", "sshd-session[902]", "Connection closed by authenticating user probe 192.0.2.250 port 1 [preauth]"),
+            ("pam-all", "sshd[903]", "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.0.2.250  user=probe"),
+            ("named-refused-udp", "named[7]", "client @0x1 192.0.2.251#53 (probe.example): rate limit drop response to 192.0.2.0/24 for probe.example IN A (1)"),
+        ];
+        let counted = |jail: &str| {
+            client(&["status", jail]).is_some_and(|s| {
+                s.lines()
+                    .find(|l| l.contains("Total failed:"))
+                    .and_then(|l| l.rsplit(':').next())
+                    .and_then(|n| n.trim().parse::<u32>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        };
+        let mut ready = [false; 5];
+        for _ in 0..30 {
+            for (i, (jail, tag, msg)) in probes.iter().enumerate() {
+                if !ready[i] && !counted(jail) {
+                    let line = format!("{} alpine {tag}: {msg}", syslog_time(SystemTime::now()));
+                    writeln!(f, "{line}").ok()?;
+                    written.push(line);
+                }
+            }
+            f.flush().ok()?;
+            std::thread::sleep(Duration::from_millis(1500));
+            for (i, (jail, _, _)) in probes.iter().enumerate() {
+                ready[i] = ready[i] || counted(jail);
+            }
+            if ready.iter().all(|r| *r) {
+                break;
+            }
+        }
+        // Then the scenario, phase by phase, each line at its time.
+        let start = SystemTime::now();
+        let mut t = 0;
         for (at, tag, msg) in scenario {
             if *at > t {
                 f.flush().ok()?;

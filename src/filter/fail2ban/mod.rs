@@ -266,8 +266,8 @@ impl Matcher {
             .iter()
             .map(|p| match p.engine() {
                 EngineKind::Regex => p.expanded.clone(),
-                // No literal analysis for backtracking patterns.
-                EngineKind::Fancy => String::from("(?:)"),
+                // Literals are taken from a skeleton without the fancy parts.
+                EngineKind::Fancy => pattern::skeleton(&p.expanded),
             })
             .collect();
         Ok(Matcher {

@@ -309,6 +309,117 @@ pub fn translate(py: &str) -> (String, bool) {
     (out, fancy)
 }
 
+/// A pattern the linear engine can parse that every match of a
+/// backtracking pattern also matches: look-arounds dropped (they consume
+/// nothing), back-references and conditions loosened to `.*?` and an
+/// alternation, atomic groups made plain. Used only to find the literals a
+/// line must contain (the prefilter); `(?:)` when that fails.
+pub fn skeleton(fancy: &str) -> String {
+    let c: Vec<char> = fancy.chars().collect();
+    let mut out = String::with_capacity(fancy.len());
+    let mut i = 0;
+    let mut in_class = false;
+    while i < c.len() {
+        let rest: String = c[i..c.len().min(i + 4)].iter().collect();
+        if in_class {
+            if c[i] == '\\' && i + 1 < c.len() {
+                out.push(c[i]);
+                out.push(c[i + 1]);
+                i += 2;
+                continue;
+            }
+            if c[i] == ']' {
+                in_class = false;
+            }
+            out.push(c[i]);
+            i += 1;
+            continue;
+        }
+        if c[i] == '\\' && i + 1 < c.len() {
+            if c[i + 1].is_ascii_digit() && c[i + 1] != '0' {
+                out.push_str("(?s:.*?)");
+            } else {
+                out.push(c[i]);
+                out.push(c[i + 1]);
+            }
+            i += 2;
+            continue;
+        }
+        if c[i] == '[' {
+            in_class = true;
+            out.push('[');
+            i += 1;
+            if c.get(i) == Some(&'^') {
+                out.push('^');
+                i += 1;
+            }
+            if c.get(i) == Some(&']') {
+                out.push_str("\\]");
+                i += 1;
+            }
+            continue;
+        }
+        let look = ["(?=", "(?!", "(?<=", "(?<!"]
+            .iter()
+            .find(|p| rest.starts_with(**p));
+        if let Some(p) = look {
+            // Skip the whole group.
+            let mut depth = 0i32;
+            let mut j = i;
+            let mut cls = false;
+            while j < c.len() {
+                match c[j] {
+                    '\\' => j += 1,
+                    '[' if !cls => cls = true,
+                    ']' if cls => cls = false,
+                    '(' if !cls => depth += 1,
+                    ')' if !cls => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            let _ = p;
+            i = j + 1;
+            continue;
+        }
+        if rest.starts_with("(?P=") {
+            let close = c[i..]
+                .iter()
+                .position(|x| *x == ')')
+                .map_or(c.len(), |p| p + i);
+            out.push_str("(?s:.*?)");
+            i = close + 1;
+            continue;
+        }
+        if rest.starts_with("(?(") {
+            // (?(cond)yes|no): either branch.
+            let close = c[i + 3..]
+                .iter()
+                .position(|x| *x == ')')
+                .map_or(c.len(), |p| p + i + 3);
+            out.push_str("(?:");
+            i = close + 1;
+            continue;
+        }
+        if rest.starts_with("(?>") {
+            out.push_str("(?:");
+            i += 3;
+            continue;
+        }
+        out.push(c[i]);
+        i += 1;
+    }
+    match regex_syntax::Parser::new().parse(&out) {
+        Ok(_) => out,
+        Err(_) => String::from("(?:)"),
+    }
+}
+
 /// `{n}`, `{n,}`, `{n,m}`, `{,m}` at the start of `c`: the translated
 /// quantifier and its length, or `None` for a literal brace (Python).
 fn quantifier(c: &[char]) -> Option<(String, usize)> {
@@ -588,6 +699,20 @@ mod tests {
             let p = Pattern::compile(py, "warn", false).unwrap_or_else(|e| panic!("{py}: {e}"));
             assert_eq!(p.is_match(text), m, "{py} on {text}");
         }
+    }
+
+    #[test]
+    fn skeletons_keep_the_literals_and_parse() {
+        let p = Pattern::compile(
+            r"^Failed (?P<cond_inv>invalid user )?<F-USER>(?P<cond_user>\S+)|(?(cond_inv)(?:(?! from ).)*?|[^:]+)</F-USER> from <HOST>(?(cond_user): |$)",
+            "warn",
+            false,
+        )
+        .unwrap();
+        let s = skeleton(&p.expanded);
+        assert!(s.contains("Failed") && s.contains(" from "), "{s}");
+        assert!(regex::Regex::new(&s).is_ok(), "{s}");
+        assert_eq!(skeleton(r"(?P<x>a)(?P=x)b(?<=b)"), "(?P<x>a)(?s:.*?)b");
     }
 
     #[test]

@@ -289,11 +289,16 @@ impl Filter {
     }
 
     /// Wraps a compiled fail2ban filter. Its programs come from its
-    /// `_daemon` regex ([`Filter::program_pattern`]), not a name list.
+    /// `_daemon` regex ([`Filter::program_pattern`]); [`Filter::programs`]
+    /// then holds only its label.
     pub fn from_fail2ban(m: fail2ban::Matcher) -> Filter {
         Filter {
             name: m.def().name.clone(),
-            programs: Vec::new(),
+            // A label only: routing uses the regex.
+            programs: m
+                .daemon_regex()
+                .map(|re| vec![fail2ban::program_label(re.as_str())])
+                .unwrap_or_default(),
             fail: Vec::new(),
             ignore: Vec::new(),
             prefilter: Prefilter::new(&[]),

@@ -716,7 +716,7 @@ fn build_jail(
     }
     let programs = match &kind {
         JailKind::Filter(f) => match f.program_pattern() {
-            Some(re) => vec![program_label(re.as_str())],
+            Some(re) => vec![crate::filter::fail2ban::program_label(re.as_str())],
             None => {
                 warnings.push(format!(
                     "filter {filter_ref:?} is not anchored to a program (its regexes do not use %(__prefix_line)s), so any program's line can trigger it"
@@ -805,25 +805,6 @@ pub fn report(
     Ok(())
 }
 
-/// How a `_daemon` routing regex is shown: the bare name when it is one
-/// (`sshd`), else `~` and the regex.
-pub fn program_label(full: &str) -> String {
-    let inner = full
-        .strip_prefix(r"^[\[\(]?(?:")
-        .and_then(|s| s.strip_suffix(r")(?:\(\S+\))?[\]\)]?$"))
-        .unwrap_or(full);
-    if !inner.is_empty()
-        && inner
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '-' || c == '_' || c == '.' || c == '/')
-        && !inner.contains('.')
-    {
-        inner.to_string()
-    } else {
-        format!("~{inner}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -861,6 +842,7 @@ mod tests {
 
     #[test]
     fn labels_and_words() {
+        use crate::filter::fail2ban::program_label;
         assert_eq!(
             program_label(r"^[\[\(]?(?:sshd)(?:\(\S+\))?[\]\)]?$"),
             "sshd"

@@ -708,6 +708,25 @@ impl Matcher {
     }
 }
 
+/// How a `_daemon` routing regex is shown: the bare name when it is one
+/// (`sshd`), else `~` and the regex.
+pub fn program_label(full: &str) -> String {
+    let inner = full
+        .strip_prefix(r"^[\[\(]?(?:")
+        .and_then(|s| s.strip_suffix(r")(?:\(\S+\))?[\]\)]?$"))
+        .unwrap_or(full);
+    if !inner.is_empty()
+        && inner
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '_' || c == '.' || c == '/')
+        && !inner.contains('.')
+    {
+        inner.to_string()
+    } else {
+        format!("~{inner}")
+    }
+}
+
 /// Spans of the `skiplinesN` groups of a multi-line match.
 fn skipped_spans(p: &Pattern, s: &Spans) -> Vec<(usize, usize)> {
     p.names

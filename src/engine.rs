@@ -264,11 +264,18 @@ impl Engine {
                 })
                 .collect(),
         );
-        // Recidive jails read no messages: they are fed by bans.
+        // Recidive jails read no messages: they are fed by bans. fail2ban
+        // filters route by their _daemon regex instead of names.
         self.router = Router::new(self.jails.iter().map(|j| match j.settings.kind {
             JailKind::Recidive => None,
+            JailKind::Filter(_) if j.settings.program_pattern().is_some() => None,
             JailKind::Filter(_) => Some(j.settings.programs.as_slice()),
         }));
+        for (i, j) in self.jails.iter().enumerate() {
+            if let Some(re) = j.settings.program_pattern() {
+                self.router.add_pattern(i, re.clone());
+            }
+        }
         old.into_values().collect()
     }
 
@@ -608,7 +615,11 @@ impl Engine {
             name: j.name().to_string(),
             enabled: j.settings.enabled,
             filter: j.settings.filter_ref.clone(),
-            programs: j.settings.programs.clone(),
+            // An empty list reads every program: shown as "*".
+            programs: match (&j.settings.kind, j.settings.programs.is_empty()) {
+                (JailKind::Filter(_), true) => vec!["*".to_string()],
+                _ => j.settings.programs.clone(),
+            },
             actions: j.settings.actions.iter().map(|a| a.kind.clone()).collect(),
             currently_failed: j.window().tracked(),
             total_failed: j.stats.failures_total,

@@ -1,8 +1,19 @@
 //! Stage 3: program → jails. An index, nothing else: an event only reaches
 //! the jails subscribed to its program, found with one hash lookup, so a
 //! line from cron costs no regex at all.
+//!
+//! fail2ban filters name their program with a regex (`_daemon`): those
+//! jails are found by matching the program name against each such regex
+//! once, and the answer is cached per program name. The cache is bounded
+//! (cleared when full), since an attacker can invent program names.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use regex::Regex;
+
+/// Program names whose regex routing is remembered at most.
+pub const PATTERN_CACHE_CAP: usize = 4096;
 
 /// The routing table.
 #[derive(Debug, Default, Clone)]
@@ -10,6 +21,20 @@ pub struct Router {
     by_program: HashMap<Box<str>, Vec<usize>>,
     /// Jails that read every program (filters not anchored to one).
     every: Vec<usize>,
+    /// Jails routed by a program regex.
+    patterns: Vec<(usize, Regex)>,
+    cache: PatternCache,
+}
+
+/// Program name → jails matched by regex. A reader-writer lock: replay
+/// examines events on several threads.
+#[derive(Debug, Default)]
+struct PatternCache(RwLock<HashMap<Box<str>, Arc<[usize]>>>);
+
+impl Clone for PatternCache {
+    fn clone(&self) -> Self {
+        PatternCache::default()
+    }
 }
 
 impl Router {
@@ -33,6 +58,35 @@ impl Router {
         r
     }
 
+    /// Routes `program` to jail `jail` when it matches `re` (a fail2ban
+    /// filter's `_daemon`).
+    pub fn add_pattern(&mut self, jail: usize, re: Regex) {
+        self.patterns.push((jail, re));
+        self.cache = PatternCache::default();
+    }
+
+    /// The jails whose program regex matches `program` (cached).
+    fn by_pattern(&self, program: &str) -> Arc<[usize]> {
+        if let Ok(c) = self.cache.0.read() {
+            if let Some(v) = c.get(program) {
+                return v.clone();
+            }
+        }
+        let v: Arc<[usize]> = self
+            .patterns
+            .iter()
+            .filter(|(_, re)| crate::filter::daemon_matches(re, program))
+            .map(|(i, _)| *i)
+            .collect();
+        if let Ok(mut c) = self.cache.0.write() {
+            if c.len() >= PATTERN_CACHE_CAP {
+                c.clear();
+            }
+            c.insert(program.into(), v.clone());
+        }
+        v
+    }
+
     /// Calls `f` with each jail index subscribed to `program`.
     pub fn for_each(&self, program: &str, mut f: impl FnMut(usize)) {
         if program.is_empty() {
@@ -42,12 +96,18 @@ impl Router {
         if let Some(v) = self.by_program.get(program) {
             v.iter().copied().for_each(&mut f);
         }
+        if !self.patterns.is_empty() {
+            self.by_pattern(program).iter().copied().for_each(&mut f);
+        }
         self.every.iter().copied().for_each(f);
     }
 
     /// Whether any jail could be interested in `program`.
     pub fn routes(&self, program: &str) -> bool {
-        !program.is_empty() && (!self.every.is_empty() || self.by_program.contains_key(program))
+        !program.is_empty()
+            && (!self.every.is_empty()
+                || self.by_program.contains_key(program)
+                || (!self.patterns.is_empty() && !self.by_pattern(program).is_empty()))
     }
 }
 
@@ -67,6 +127,24 @@ mod tests {
         r.for_each("", |i| hits.push(i));
         assert_eq!(hits, vec![0, 2]);
         assert!(!r.routes("cron"));
+    }
+
+    #[test]
+    fn daemon_regexes_route_and_the_cache_stays_bounded() {
+        let mut r = Router::new([None, None]);
+        r.add_pattern(1, Regex::new(r"^(?:sshd|sshd-session)$").unwrap());
+        // fail2ban's stock _daemon = sshd also reaches OpenSSH 9.8+'s sshd-session.
+        r.add_pattern(0, Regex::new(r"^sshd$").unwrap());
+        let mut hits = Vec::new();
+        r.for_each("sshd-session", |i| hits.push(i));
+        r.for_each("sshdx", |i| hits.push(i));
+        assert_eq!(hits, vec![1, 0]);
+        assert!(r.routes("sshd") && !r.routes("cron"));
+        for n in 0..(PATTERN_CACHE_CAP * 2) {
+            r.routes(&format!("invented-{n}"));
+        }
+        assert!(r.cache.0.read().unwrap().len() <= PATTERN_CACHE_CAP);
+        assert!(r.routes("sshd"));
     }
 
     #[test]

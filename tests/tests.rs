@@ -5,6 +5,7 @@ mod common;
 
 mod cli;
 mod deploy;
+mod fail2ban;
 mod firewall;
 mod ingest;
 mod injection;

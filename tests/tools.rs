@@ -240,7 +240,7 @@ fn test_filter_errors_exit_1_with_a_reason() {
 // ------------------------------------------------- fail2ban sample agreement
 
 /// Where fail2ban's upstream samples live (Debian package `fail2ban`), or
-/// `BANSTREAM_F2B_SAMPLES` (CI extracts the package there without installing it).
+/// `BANSTREAM_F2B_SAMPLES` (CI installs the fail2ban package with its service blocked).
 fn samples_dir() -> PathBuf {
     std::env::var_os("BANSTREAM_F2B_SAMPLES")
         .map(PathBuf::from)

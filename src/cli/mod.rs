@@ -346,6 +346,7 @@ pub fn check(load: &LoadOptions, out: &mut dyn Write) -> i32 {
             1
         }
         Ok(settings) => {
+            let _ = config::fail2ban::report(out, &settings);
             print_check_ok(out, &settings);
             0
         }

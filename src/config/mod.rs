@@ -11,6 +11,7 @@
 //! Each file is first parsed on its own with `deny_unknown_fields`, so an
 //! unknown key or a wrong type is reported with the file and line.
 
+pub mod fail2ban;
 pub mod paths;
 pub mod raw;
 pub mod resolve;

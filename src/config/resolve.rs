@@ -143,6 +143,17 @@ pub struct Settings {
     pub sources: Vec<String>,
 }
 
+impl JailSettings {
+    /// The fail2ban filter's program regex, when the jail routes by one
+    /// (its `programs` are then only a label).
+    pub fn program_pattern(&self) -> Option<&regex::Regex> {
+        match &self.kind {
+            JailKind::Filter(f) => f.program_pattern(),
+            JailKind::Recidive => None,
+        }
+    }
+}
+
 impl Settings {
     /// The enabled jails.
     pub fn enabled_jails(&self) -> impl Iterator<Item = &JailSettings> {
@@ -837,12 +848,42 @@ pub fn resolve(loaded: &Loaded) -> Result<Settings, ConfigError> {
     let own = Arc::new(crate::addr::own_addresses());
     let commands = command_actions(&mut ctx, &raw.action);
     let mut jails = Vec::new();
+    // With a fail2ban tree, the tree defines the jail set: banstream's
+    // built-in starter jails stay out unless the admin's own files name them.
+    let user_jails = user_jail_names(loaded);
+    let mut sources: Vec<String> = loaded.layers.iter().map(|l| l.origin.clone()).collect();
     for (name, j) in &raw.jail {
+        if raw.fail2ban.is_some() && !user_jails.contains(name) {
+            continue;
+        }
         let mut merged = merge(&raw.defaults, j);
         recidive_defaults(name, j, &mut merged);
         if let Some(js) = resolve_jail_ctx(&mut ctx, name, &merged, &dirs, &own, &commands) {
             jails.push(js);
         }
+    }
+    if let Some(f) = &raw.fail2ban {
+        let tree = super::fail2ban::load_tree(&f.dir, &own);
+        let origin = format!("fail2ban {}", f.dir.display());
+        for e in tree.errors {
+            ctx.err(&origin, e);
+        }
+        ctx.warnings.extend(tree.warnings);
+        for j in tree.jails {
+            if jails.iter().any(|n| n.name == j.name && n.enabled) {
+                ctx.err(
+                    &origin,
+                    format!(
+                        "jail {} is defined both in banstream's configuration and in the fail2ban tree; rename or disable one",
+                        j.name
+                    ),
+                );
+                continue;
+            }
+            jails.retain(|n| n.name != j.name);
+            jails.push(j);
+        }
+        sources.push(format!("{origin} ({} files)", tree.files.len()));
     }
     if let Some(r) = &run {
         for j in jails.iter().filter(|j| j.enabled) {
@@ -885,8 +926,19 @@ pub fn resolve(loaded: &Loaded) -> Result<Settings, ConfigError> {
         jails,
         fail2ban_dir: raw.fail2ban.as_ref().map(|f| f.dir.clone()),
         warnings: ctx.warnings,
-        sources: loaded.layers.iter().map(|l| l.origin.clone()).collect(),
+        sources,
     })
+}
+
+/// Jail names written in the admin's own files (not the built-in defaults).
+fn user_jail_names(loaded: &Loaded) -> std::collections::BTreeSet<String> {
+    loaded
+        .layers
+        .iter()
+        .filter(|l| !l.origin.starts_with("builtin:"))
+        .filter_map(|l| super::parse_layer(&l.origin, &l.text).ok())
+        .flat_map(|r| r.jail.into_keys())
+        .collect()
 }
 
 #[cfg(test)]

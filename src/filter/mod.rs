@@ -12,12 +12,17 @@
 //!   resolve names an attacker chose);
 //! - `<ADDR>`: an IPv4 or IPv6 address; `<IP4>`, `<IP6>`: one family only.
 //!
+//! A filter read from a fail2ban tree (`filter.d/NAME.conf`) wraps a
+//! [`fail2ban::Matcher`] instead: same [`Filter::examine`] entry point, its
+//! programs given by a `_daemon` regex ([`Filter::program_pattern`]).
+//!
 //! Built-in filters are anchored (`^...$`) to the message body of their
 //! program, so that text an attacker controls (user names, URLs) sits at a
 //! position the address capture cannot reach. `check` warns about filters
 //! that are not anchored.
 
 pub mod builtin;
+pub mod fail2ban;
 pub mod options;
 mod prefilter;
 pub mod spec;
@@ -30,6 +35,20 @@ pub use options::NamedOptions;
 pub use spec::{FilterSpec, RegexSpec};
 
 use prefilter::Prefilter;
+
+/// The older program name a program also answers to. OpenSSH 9.8 and
+/// later log authentication as `sshd-session`; filters and `_daemon`
+/// patterns written for `sshd` (fail2ban's stock sshd.conf among them)
+/// must still see those lines.
+pub fn program_alias(program: &str) -> Option<&'static str> {
+    (program == "sshd-session").then_some("sshd")
+}
+
+/// Whether a `_daemon` pattern accepts `program`, directly or through its
+/// [`program_alias`].
+pub fn daemon_matches(re: &Regex, program: &str) -> bool {
+    re.is_match(program) || program_alias(program).is_some_and(|a| re.is_match(a))
+}
 
 /// What a failregex match means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +108,8 @@ pub struct Filter {
     prefilter: Prefilter,
     /// Correlate host-less lines with earlier lines of the same session.
     sessions: bool,
+    /// A fail2ban filter (filter.d/NAME.conf): when set, it does the matching.
+    f2b: Option<Box<fail2ban::Matcher>>,
 }
 
 /// A filter that failed to build; names the source and the line.
@@ -288,7 +309,47 @@ impl Filter {
             fail,
             ignore,
             sessions,
+            f2b: None,
         })
+    }
+
+    /// Wraps a compiled fail2ban filter. Its programs come from its
+    /// `_daemon` regex ([`Filter::program_pattern`]); [`Filter::programs`]
+    /// then holds only its label.
+    pub fn from_fail2ban(m: fail2ban::Matcher) -> Filter {
+        Filter {
+            name: m.def().name.clone(),
+            // A label only: routing uses the regex.
+            programs: m
+                .daemon_regex()
+                .map(|re| vec![fail2ban::program_label(re.as_str())])
+                .unwrap_or_default(),
+            fail: Vec::new(),
+            ignore: Vec::new(),
+            prefilter: Prefilter::new(&[]),
+            sessions: false,
+            f2b: Some(Box::new(m)),
+        }
+    }
+
+    /// The fail2ban matcher, for filters read from a fail2ban tree.
+    pub fn fail2ban(&self) -> Option<&fail2ban::Matcher> {
+        self.f2b.as_deref()
+    }
+
+    /// The program regex of a fail2ban filter anchored to its `_daemon`.
+    pub fn program_pattern(&self) -> Option<&Regex> {
+        self.f2b.as_ref().and_then(|m| m.daemon_regex())
+    }
+
+    /// Whether a program's lines reach this filter (names, a `_daemon`
+    /// regex, or every program when neither is set).
+    pub fn listens_to(&self, program: &str) -> bool {
+        match (self.program_pattern(), self.programs.is_empty()) {
+            (Some(re), _) => daemon_matches(re, program),
+            (None, true) => true,
+            (None, false) => self.programs.iter().any(|p| p == program),
+        }
     }
 
     /// The filter's name.
@@ -303,13 +364,19 @@ impl Filter {
     }
 
     /// The failregexes as written, in order.
-    pub fn failregex_sources(&self) -> impl Iterator<Item = &str> {
-        self.fail.iter().map(|f| f.source.as_str())
+    pub fn failregex_sources(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match &self.f2b {
+            Some(m) => Box::new(m.failregexes().map(|(s, _)| s)),
+            None => Box::new(self.fail.iter().map(|f| f.source.as_str())),
+        }
     }
 
     /// Number of failregexes.
     pub fn failregex_count(&self) -> usize {
-        self.fail.len()
+        match &self.f2b {
+            Some(m) => m.failregexes().count(),
+            None => self.fail.len(),
+        }
     }
 
     /// Whether host-less failure lines are attributed through their session.
@@ -321,6 +388,9 @@ impl Filter {
     /// `test-filter` use. Native filters read the message body; filters
     /// that need more of the line (fail2ban's prefix) read the event.
     pub fn examine<'t>(&self, ev: &crate::syslog::Event<'t>) -> Verdict<'t> {
+        if let Some(m) = &self.f2b {
+            return m.examine(ev);
+        }
         self.check(ev.msg)
     }
 

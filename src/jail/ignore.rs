@@ -1,10 +1,14 @@
 //! Addresses a jail never bans: `ignoreip` (addresses, CIDR, `file:/path`),
 //! the host's own addresses (`ignoreself`), and loopback and the other
-//! never-bannable addresses, which no setting can turn back on.
+//! never-bannable addresses, which no setting can turn back on; and
+//! fail2ban's `ignorecommand`, run argv-style (no shell) with `<ip>`
+//! filled in: exit 0 means ignore, 1 means ban.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
@@ -16,6 +20,8 @@ pub struct IgnoreList {
     nets: Vec<IpNet>,
     /// The host's addresses, shared by every jail with ignoreself on.
     own: Option<Arc<Vec<IpAddr>>>,
+    /// fail2ban's `ignorecommand`.
+    command: Option<Arc<IgnoreCommand>>,
 }
 
 /// Why an `ignoreip` entry was refused.
@@ -52,7 +58,11 @@ impl IgnoreList {
         }
         nets.sort();
         nets.dedup();
-        Ok(IgnoreList { nets, own })
+        Ok(IgnoreList {
+            nets,
+            own,
+            command: None,
+        })
     }
 
     /// Whether `ip` must not be banned by this jail.
@@ -64,14 +74,112 @@ impl IgnoreList {
         if self.nets.iter().any(|n| n.contains(&ip)) {
             return true;
         }
-        self.own
+        if self
+            .own
             .as_ref()
             .is_some_and(|o| o.binary_search(&ip).is_ok())
+        {
+            return true;
+        }
+        self.command.as_ref().is_some_and(|c| c.ignores(ip))
+    }
+
+    /// Adds an `ignorecommand`.
+    pub fn with_command(mut self, c: IgnoreCommand) -> IgnoreList {
+        self.command = Some(Arc::new(c));
+        self
     }
 
     /// The configured networks (for status and check).
     pub fn networks(&self) -> &[IpNet] {
         &self.nets
+    }
+}
+
+/// fail2ban's `ignorecommand`: a program asked whether to spare an
+/// address. Answers are cached for five minutes (bounded), so a busy
+/// attacker costs one run per address.
+#[derive(Debug)]
+pub struct IgnoreCommand {
+    argv: Vec<String>,
+    cache: Mutex<HashMap<IpAddr, (bool, Instant)>>,
+}
+
+/// How long an `ignorecommand` answer is reused.
+const COMMAND_CACHE_TTL: Duration = Duration::from_secs(300);
+/// Answers cached at most.
+const COMMAND_CACHE_CAP: usize = 4096;
+/// A command still running after this is killed (the address is banned).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl IgnoreCommand {
+    /// Splits the command into an argv (quotes honoured, shell syntax
+    /// refused); `<ip>` may appear inside any argument.
+    pub fn parse(text: &str) -> Result<IgnoreCommand, String> {
+        let argv = crate::config::fail2ban::action::split_argv(text.trim())
+            .map_err(|why| format!("{why} in {text:?}; banstream runs it without a shell"))?;
+        if argv.is_empty() {
+            return Err("empty command".into());
+        }
+        Ok(IgnoreCommand {
+            argv,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Runs the command for `ip` (or reuses a recent answer): exit status
+    /// 0 means ignore. Failing to run it, or any other status, means ban.
+    pub fn ignores(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        if let Ok(c) = self.cache.lock() {
+            if let Some((v, at)) = c.get(&ip) {
+                if now.duration_since(*at) < COMMAND_CACHE_TTL {
+                    return *v;
+                }
+            }
+        }
+        let ip_text = ip.to_string();
+        let args: Vec<String> = self
+            .argv
+            .iter()
+            .map(|a| a.replace("<ip>", &ip_text))
+            .collect();
+        let verdict = match std::process::Command::new(&args[0])
+            .args(&args[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(mut child) => {
+                let deadline = now + COMMAND_TIMEOUT;
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(st)) => break st.code() == Some(0),
+                        Ok(None) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(5))
+                        }
+                        _ => {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            tracing::warn!(command = %args[0], %ip, "ignorecommand timed out; not ignoring");
+                            break false;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(command = %args[0], "ignorecommand cannot run: {e}");
+                false
+            }
+        };
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() >= COMMAND_CACHE_CAP {
+                c.clear();
+            }
+            c.insert(ip, (verdict, now));
+        }
+        verdict
     }
 }
 
@@ -138,5 +246,14 @@ mod tests {
         assert!(l.contains("192.0.2.1".parse().unwrap()));
         assert!(IgnoreList::new(&["example.com".into()], None).is_err());
         assert!(IgnoreList::new(&["file:/nonexistent/x".into()], None).is_err());
+    }
+
+    #[test]
+    fn ignorecommand_runs_argv_style() {
+        let l = IgnoreList::default()
+            .with_command(IgnoreCommand::parse("test <ip> = 192.0.2.7").unwrap());
+        assert!(l.contains("192.0.2.7".parse().unwrap()));
+        assert!(!l.contains("192.0.2.8".parse().unwrap()));
+        assert!(IgnoreCommand::parse("/bin/check <ip> | grep x").is_err());
     }
 }

@@ -18,6 +18,7 @@ use std::time::SystemTime;
 
 use crate::addr;
 use crate::config::resolve::{JailKind, JailSettings};
+use crate::filter::fail2ban::Correlated;
 use crate::filter::{HitKind, Verdict};
 use crate::syslog::{Event, Peer};
 
@@ -124,6 +125,8 @@ pub struct Jail {
     pub settings: Arc<JailSettings>,
     window: WindowCounter,
     sessions: Sessions,
+    /// Correlation state of a fail2ban filter that needs it (mlfid, maxlines).
+    f2b: Option<Box<crate::filter::fail2ban::State>>,
     /// Totals.
     pub stats: JailStats,
     /// Failures per minute and recent lines (for status).
@@ -138,6 +141,7 @@ impl Jail {
             settings,
             window: WindowCounter::new(cap),
             sessions: Sessions::default(),
+            f2b: None,
             stats: JailStats::default(),
             activity: Activity::default(),
         }
@@ -158,6 +162,7 @@ impl Jail {
     pub fn adopt_state(&mut self, old: Jail) {
         self.window = old.window;
         self.sessions = old.sessions;
+        self.f2b = old.f2b;
         self.stats = old.stats;
         self.activity = old.activity;
     }
@@ -186,6 +191,33 @@ impl Jail {
         now: SystemTime,
         bans: &dyn BanView,
     ) -> Observation {
+        if let JailKind::Filter(f) = &self.settings.kind {
+            if let Some(m) = f.fail2ban() {
+                let st = match m.is_stateful() {
+                    true => Some(&mut **self.f2b.get_or_insert_with(Default::default)),
+                    false => None,
+                };
+                let host = match m.correlate(st, ev, verdict, now) {
+                    Correlated::Nothing => return Observation::Nothing,
+                    Correlated::Failure { host, .. } => host,
+                };
+                return match host.as_deref().and_then(addr::parse_host) {
+                    Some(ip) => {
+                        let obs = self.count(ip, 1, now, bans);
+                        if let Observation::Counted { ip, .. } | Observation::Offense { ip, .. } =
+                            obs
+                        {
+                            self.activity.line(ip, ev, now);
+                        }
+                        obs
+                    }
+                    None => {
+                        self.stats.unattributed_total += 1;
+                        Observation::Unattributed
+                    }
+                };
+            }
+        }
         let uses_sessions = self.uses_sessions();
         match attribute(&mut self.sessions, uses_sessions, ev, verdict, now) {
             Attribution::Nothing => Observation::Nothing,

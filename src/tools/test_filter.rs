@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
+use crate::filter::fail2ban::{Correlated, Matcher, State};
 use crate::filter::{self, Filter, FilterSpec, NamedOptions, RegexSpec, Verdict};
 use crate::jail::session::Sessions;
 use crate::jail::{attribute, Attribution};
@@ -44,6 +45,9 @@ pub fn load_filter(spec: &str, dirs: &[std::path::PathBuf]) -> Result<Filter, fi
             Some(spec),
         );
     }
+    if let Some(f) = fail2ban_conf(spec) {
+        return f;
+    }
     let reference = if is_file {
         NamedOptions {
             name: spec.to_string(),
@@ -56,6 +60,36 @@ pub fn load_filter(spec: &str, dirs: &[std::path::PathBuf]) -> Result<Filter, fi
         })?
     };
     filter::builtin::load(&reference, dirs)
+}
+
+/// A fail2ban filter file (`filter.d/NAME.conf`, optionally with options:
+/// `sshd.conf[mode=aggressive]`) goes to the fail2ban reader.
+fn fail2ban_conf(spec: &str) -> Option<Result<Filter, filter::FilterError>> {
+    let (path, opts) = match spec.find('[') {
+        Some(i) if spec.ends_with(']') => (&spec[..i], &spec[i..]),
+        _ => (spec, ""),
+    };
+    let p = Path::new(path);
+    if !(p.is_file() && (path.ends_with(".conf") || path.ends_with(".local"))) {
+        return None;
+    }
+    let opts = match NamedOptions::parse(&format!("x{opts}")) {
+        Ok(o) => o.options.into_iter().collect::<Vec<_>>(),
+        Err(e) => {
+            return Some(Err(filter::FilterError::Invalid {
+                origin: "command line".into(),
+                reason: e.to_string(),
+            }))
+        }
+    };
+    Some(
+        crate::config::fail2ban::load_filter_file(p, &opts).map_err(|reason| {
+            filter::FilterError::Load {
+                origin: path.to_string(),
+                reason,
+            }
+        }),
+    )
 }
 
 /// One line's result. `--json` prints `{"line", "match", "host"}`.
@@ -148,8 +182,11 @@ impl Report {
 /// Runs a filter line by line, keeping the session state the daemon keeps.
 pub struct Tester<'f> {
     filter: &'f Filter,
-    programs: Vec<String>,
+    /// `--program` override; `None`: route as the daemon does.
+    programs: Option<Vec<String>>,
     sessions: Sessions,
+    /// Multi-line state of a stateful fail2ban filter.
+    f2b_state: Option<State>,
     reference: SystemTime,
     report: Report,
     addresses: std::collections::HashSet<std::net::IpAddr>,
@@ -163,8 +200,12 @@ impl<'f> Tester<'f> {
         let n = filter.failregex_count();
         Tester {
             filter,
-            programs: programs.unwrap_or_else(|| filter.programs().to_vec()),
+            programs,
             sessions: Sessions::default(),
+            f2b_state: filter
+                .fail2ban()
+                .filter(|m| m.is_stateful())
+                .map(|_| State::default()),
             reference: SystemTime::now(),
             report: Report {
                 per_regex: vec![0; n],
@@ -176,9 +217,23 @@ impl<'f> Tester<'f> {
         }
     }
 
-    /// The programs lines are routed from (empty: every line).
+    /// The programs lines are routed from (empty: every line, or the
+    /// `_daemon` pattern of a fail2ban filter).
     pub fn programs(&self) -> &[String] {
-        &self.programs
+        self.programs.as_deref().unwrap_or(self.filter.programs())
+    }
+
+    /// Whether the daemon would show this event to the filter.
+    fn routed(&self, ev: &Event<'_>) -> bool {
+        match &self.programs {
+            Some(p) => p.is_empty() || p.iter().any(|x| x == ev.program),
+            // A raw line (no syslog header) reaches a fail2ban filter as written.
+            None => {
+                self.filter.listens_to(ev.program)
+                    || (self.filter.fail2ban().is_some()
+                        && (ev.program.is_empty() || Matcher::reads_raw(ev)))
+            }
+        }
     }
 
     /// Examines line `n` (1-based). `None` for blank lines and `#` comments.
@@ -205,13 +260,15 @@ impl<'f> Tester<'f> {
             host: None,
             outcome: Outcome::Missed,
         };
-        let routed = self.programs.is_empty() || self.programs.iter().any(|p| p == ev.program);
-        if !routed {
+        if !self.routed(&ev) {
             self.report.not_routed += 1;
             result.outcome = Outcome::NotRouted;
             return Some(result);
         }
         let verdict = self.filter.examine(&ev);
+        if let Some(m) = self.filter.fail2ban() {
+            return Some(self.fail2ban_line(m, &ev, verdict, now, result));
+        }
         let (regex, host) = match verdict {
             Verdict::Miss => return Some(result),
             Verdict::Ignored { regex } => {
@@ -256,6 +313,51 @@ impl<'f> Tester<'f> {
             }
         }
         Some(result)
+    }
+
+    /// A fail2ban filter's verdict goes through its own correlation (its
+    /// multi-line state), the same step a jail runs.
+    fn fail2ban_line(
+        &mut self,
+        m: &Matcher,
+        ev: &Event<'_>,
+        verdict: Verdict<'_>,
+        now: SystemTime,
+        mut result: LineResult,
+    ) -> LineResult {
+        if let Verdict::Ignored { regex } = verdict {
+            self.report.ignored += 1;
+            self.report.ignored_per_regex[regex] += 1;
+            result.outcome = Outcome::Ignored { regex };
+        }
+        match m.correlate(self.f2b_state.as_mut(), ev, verdict, now) {
+            Correlated::Failure { regex, host } => {
+                self.report.matched += 1;
+                self.report.per_regex[regex] += 1;
+                match host.as_deref().and_then(crate::addr::parse_host) {
+                    Some(ip) => {
+                        self.addresses.insert(ip);
+                        result.host = Some(ip.to_string());
+                    }
+                    None => {
+                        self.report.unattributed += 1;
+                        result.host = host;
+                    }
+                }
+                result.matched = true;
+                result.outcome = Outcome::Failure { regex, count: 1 };
+            }
+            Correlated::Nothing => {
+                if let Verdict::Hit { regex, .. } = verdict {
+                    self.report.helpers += 1;
+                    result.outcome = Outcome::Helper {
+                        regex,
+                        pending: false,
+                    };
+                }
+            }
+        }
+        result
     }
 
     /// The totals so far.

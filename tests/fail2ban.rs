@@ -239,6 +239,35 @@ fn banstream_bans(cfg: &Path, lines: &[String]) -> BTreeSet<(String, String)> {
     out
 }
 
+/// The bans `banstream replay --json` prints for `lines`.
+fn replay_bans(cfg: &Path, lines: &[String]) -> BTreeSet<(String, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("messages");
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let out = Command::new(bin())
+        .args(["replay", "--json", "-c"])
+        .arg(cfg)
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("summary").is_none())
+        .map(|v| {
+            (
+                v["jail"].as_str().unwrap_or_default().to_string(),
+                v["ip"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// Runs a private fail2ban-server on the same tree (actions replaced by a
 /// harmless echo) and feeds it the scenario live; returns its bans.
 fn fail2ban_bans(tree: &Path, scenario: &[(u64, &str, String)]) -> Option<(Bans, Vec<String>)> {
@@ -438,6 +467,12 @@ fn seed_jails_ban_exactly_as_fail2ban() {
         .collect();
     let ours = banstream_bans(&cfg, &lines);
     assert_eq!(ours, expected, "banstream vs the recorded fail2ban bans");
+    // The same log through `banstream replay`, the operator's tool.
+    assert_eq!(
+        replay_bans(&cfg, &lines),
+        expected,
+        "banstream replay vs the recorded fail2ban bans"
+    );
     if !(have("fail2ban-server") && have("fail2ban-client")) {
         eprintln!("SKIPPED live fail2ban comparison: fail2ban-server not installed (compared with the recorded bans)");
         return;

@@ -242,7 +242,6 @@ impl Engine {
                     j.adopt_state(o);
                 }
             }
-            j.keep_lines(self.keep_lines);
             let i = self.jails.len();
             if matches!(s.kind, JailKind::Recidive) {
                 self.recidive.push(i);
@@ -264,6 +263,7 @@ impl Engine {
                 })
                 .collect(),
         );
+        self.apply_keep_lines();
         // Recidive jails read no messages: they are fed by bans. fail2ban
         // filters route by their _daemon regex instead of names.
         self.router = Router::new(self.jails.iter().map(|j| match j.settings.kind {
@@ -292,12 +292,23 @@ impl Engine {
         self.refresh_gauges();
     }
 
-    /// Keeps the last few matched lines of each failing address, for
-    /// `status JAIL` (the daemon turns this on; replay leaves it off).
+    /// Keeps the last matched lines of each failing address, for `status
+    /// JAIL` and the notifiers' `lines=` (the daemon turns this on; replay
+    /// leaves it off).
     pub fn keep_lines(&mut self, on: bool) {
         self.keep_lines = on;
-        for j in &mut self.jails {
-            j.keep_lines(on);
+        self.apply_keep_lines();
+    }
+
+    /// Each jail keeps as many lines per address as `status` shows or its
+    /// notifiers want, whichever is more.
+    fn apply_keep_lines(&mut self) {
+        for (i, j) in self.jails.iter_mut().enumerate() {
+            let n = match self.keep_lines {
+                true => crate::jail::activity::LINES_PER_ADDRESS.max(self.matches.wanted(i)),
+                false => 0,
+            };
+            j.keep_lines(n);
         }
     }
 
@@ -356,7 +367,8 @@ impl Engine {
     ) {
         for (i, v) in verdicts {
             let obs = self.jails[*i].observe(ev, *v, now, &self.bans);
-            self.matches.observe(*i, self.jails[*i].name(), &obs, ev);
+            let j = &self.jails[*i];
+            self.matches.observe(*i, j.name(), &obs, j.activity());
             self.after_observation(*i, obs, now);
         }
     }
@@ -664,7 +676,9 @@ impl Engine {
                     remaining: b.remaining(now).map(|d: Duration| d.as_secs()),
                     failures: b.failures,
                     ban_count: b.ban_count,
-                    lines: j.activity().lines_of(b.ip),
+                    lines: j
+                        .activity()
+                        .last_lines(b.ip, crate::jail::activity::LINES_PER_ADDRESS),
                 })
                 .collect(),
         })

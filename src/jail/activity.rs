@@ -1,11 +1,13 @@
-//! What `status JAIL` shows beyond counters: failures per minute over the
-//! last hour, and the last few matched lines of each recently failing
-//! address, so an admin can see why an address is banned.
+//! What a jail remembers beyond counters: failures per minute over the last
+//! hour, and the last matched lines of each recently failing address. The
+//! lines serve `status JAIL` (why is this address banned?) and the
+//! notifiers' `lines=` (`action_mwl`): one record, read by both.
 //!
 //! Both are bounded: 60 per-minute buckets, and at most [`LINE_ADDRESSES`]
-//! addresses × [`LINES_PER_ADDRESS`] lines of at most [`LINE_BYTES`] bytes
-//! (the least recently failing address is forgotten first). Lines are kept
-//! only when the owner asks (the daemon does; `replay` does not).
+//! addresses × the per-address count the owner asks for (at most
+//! [`MAX_LINES_PER_ADDRESS`]) lines of at most [`LINE_BYTES`] bytes (the
+//! least recently failing address is forgotten first). Lines are kept only
+//! when the owner asks (the daemon does; `replay` does not).
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -19,10 +21,12 @@ use crate::syslog::Event;
 
 /// Addresses whose recent lines are kept, per jail.
 pub const LINE_ADDRESSES: usize = 4096;
-/// Lines kept per address.
+/// Lines `status` shows per address.
 pub const LINES_PER_ADDRESS: usize = 3;
+/// Most lines kept per address (a notifier's `lines=` is capped to this).
+pub const MAX_LINES_PER_ADDRESS: usize = 20;
 /// Longest line kept (longer ones are cut at a character boundary).
-pub const LINE_BYTES: usize = 400;
+pub const LINE_BYTES: usize = 512;
 
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -86,13 +90,16 @@ pub struct RateSummary {
     pub last_60m: f64,
 }
 
-/// One remembered line.
+/// One remembered line (foreign text: whoever renders it makes it inert).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RecentLine {
     /// When it was received, UNIX seconds.
     pub time: u64,
-    /// `program[pid]: message` (cut to [`LINE_BYTES`]).
+    /// `[host ]program[pid]: message` (cut to [`LINE_BYTES`]).
     pub line: String,
+    /// Bytes cut off the end when it was recorded.
+    #[serde(skip)]
+    pub cut: usize,
 }
 
 /// The activity record of one jail.
@@ -100,6 +107,8 @@ pub struct RecentLine {
 pub struct Activity {
     rate: MinuteRate,
     lines: Option<LruCache<IpAddr, VecDeque<RecentLine>>>,
+    /// Lines kept per address while `lines` is on.
+    per_address: usize,
 }
 
 fn cut(s: &str, max: usize) -> &str {
@@ -114,9 +123,11 @@ fn cut(s: &str, max: usize) -> &str {
 }
 
 impl Activity {
-    /// Starts (or stops) keeping matched lines.
-    pub fn keep_lines(&mut self, on: bool) {
-        match (on, self.lines.is_some()) {
+    /// Keeps the last `per_address` matched lines of each address (capped
+    /// at [`MAX_LINES_PER_ADDRESS`]); 0 stops keeping lines.
+    pub fn keep_lines(&mut self, per_address: usize) {
+        self.per_address = per_address.min(MAX_LINES_PER_ADDRESS);
+        match (self.per_address > 0, self.lines.is_some()) {
             (true, false) => {
                 let cap = NonZeroUsize::new(LINE_ADDRESSES).unwrap_or(NonZeroUsize::MIN);
                 self.lines = Some(LruCache::new(cap));
@@ -136,8 +147,18 @@ impl Activity {
         let Some(lines) = self.lines.as_mut() else {
             return;
         };
-        let mut text = String::with_capacity(ev.program.len() + ev.msg.len().min(LINE_BYTES) + 12);
-        text.push_str(ev.program);
+        let mut text = String::with_capacity(
+            ev.host.map_or(0, str::len) + ev.program.len() + ev.msg.len().min(LINE_BYTES) + 16,
+        );
+        if let Some(h) = ev.host {
+            text.push_str(h);
+            text.push(' ');
+        }
+        text.push_str(if ev.program.is_empty() {
+            "-"
+        } else {
+            ev.program
+        });
         if let Some(pid) = ev.pid {
             text.push('[');
             text.push_str(pid);
@@ -145,23 +166,26 @@ impl Activity {
         }
         text.push_str(": ");
         text.push_str(ev.msg);
-        let text = cut(&text, LINE_BYTES).to_string();
+        let kept = cut(&text, LINE_BYTES).len();
+        let dropped = text.len() - kept;
+        text.truncate(kept);
         let q = lines.get_or_insert_mut(ip, VecDeque::new);
-        if q.len() == LINES_PER_ADDRESS {
+        while q.len() >= self.per_address.max(1) {
             q.pop_front();
         }
         q.push_back(RecentLine {
             time: unix(now),
             line: text,
+            cut: dropped,
         });
     }
 
-    /// The lines remembered for `ip`, oldest first.
-    pub fn lines_of(&self, ip: IpAddr) -> Vec<RecentLine> {
+    /// The last `n` lines remembered for `ip`, oldest first.
+    pub fn last_lines(&self, ip: IpAddr, n: usize) -> Vec<RecentLine> {
         self.lines
             .as_ref()
             .and_then(|l| l.peek(&ip))
-            .map(|q| q.iter().cloned().collect())
+            .map(|q| q.iter().skip(q.len().saturating_sub(n)).cloned().collect())
             .unwrap_or_default()
     }
 
@@ -217,15 +241,19 @@ mod tests {
             msg: &long,
         };
         a.line(ip, &ev, at(1));
-        assert!(a.lines_of(ip).is_empty(), "off by default");
-        a.keep_lines(true);
-        for i in 0..5 {
+        assert!(a.last_lines(ip, 3).is_empty(), "off by default");
+        a.keep_lines(4);
+        for i in 0..6 {
             a.line(ip, &ev, at(i));
         }
-        let l = a.lines_of(ip);
+        assert_eq!(a.last_lines(ip, 10).len(), 4, "kept per address");
+        let l = a.last_lines(ip, LINES_PER_ADDRESS);
         assert_eq!(l.len(), LINES_PER_ADDRESS);
-        assert_eq!(l[0].time, 2);
+        assert_eq!(l[0].time, 3);
         assert!(l[0].line.starts_with("sshd[7]: é"));
         assert!(l[0].line.len() <= LINE_BYTES);
+        assert_eq!(l[0].line.len() + l[0].cut, "sshd[7]: ".len() + long.len());
+        a.keep_lines(0);
+        assert!(a.last_lines(ip, 3).is_empty());
     }
 }

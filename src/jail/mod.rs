@@ -152,9 +152,9 @@ impl Jail {
         &self.activity
     }
 
-    /// Keeps (or stops keeping) the last lines of each failing address.
-    pub fn keep_lines(&mut self, on: bool) {
-        self.activity.keep_lines(on);
+    /// Keeps the last `per_address` lines of each failing address (0: none).
+    pub fn keep_lines(&mut self, per_address: usize) {
+        self.activity.keep_lines(per_address);
     }
 
     /// Keeps the counters of `old` (a reload that left this jail's matching

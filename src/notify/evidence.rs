@@ -1,35 +1,26 @@
 //! Matched lines for notifications (fail2ban's `<matches>`, `action_mwl`).
 //!
-//! The engine keeps, for the jails whose notifiers ask for lines, the last
-//! few failure lines of each address ([`MatchRecorder`], engine thread, no
-//! lock). When an address is banned its lines move to [`Evidence`], a small
-//! shared map keyed by (jail, address) that the notifiers read when the ban
-//! reaches them. Both are bounded: lines are cut when recorded, and least
-//! recently used addresses are forgotten beyond a cap, so a flood of unique
-//! addresses holds memory flat (a notification may then say the lines are no
-//! longer held).
+//! The lines themselves are recorded once, by the jail
+//! ([`crate::jail::activity::Activity`], which `status` reads too). When an
+//! address is banned in a jail whose notifiers want lines, [`MatchRecorder`]
+//! copies that address's last lines into [`Evidence`], a small shared map
+//! keyed by (jail, address) that the notifiers read when the ban reaches
+//! them. It is bounded: least recently used entries are forgotten beyond a
+//! cap, so a flood of unique addresses holds memory flat (a notification may
+//! then say the lines are no longer held).
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
 
 use lru::LruCache;
 
+use crate::jail::activity::{Activity, RecentLine, MAX_LINES_PER_ADDRESS};
 use crate::jail::{JailName, Observation};
-use crate::syslog::Event;
-
-// Memory, worst case (lines=20): 2048 addresses x 20 lines x 512 bytes =
-// 20 MiB per jail recording, and as much for the hand-off; 5 MiB each with
-// lines=5.
 
 /// Most lines a notifier may ask for per ban (`lines=`).
-pub const MAX_LINES: usize = 20;
-/// Bytes of a line kept when it is recorded (rendering cuts to
-/// [`super::text::MAX_LINE`]; the rest is only counted).
-const RECORD_CAP: usize = 512;
-/// Addresses whose recent lines a jail keeps.
-const ADDRESSES_PER_JAIL: usize = 2048;
+pub const MAX_LINES: usize = MAX_LINES_PER_ADDRESS;
 /// Banned (jail, address) pairs whose lines wait for the notifiers.
 const HANDOFF_CAP: usize = 2048;
 
@@ -43,37 +34,13 @@ pub struct MatchedLine {
     pub cut: usize,
 }
 
-impl MatchedLine {
-    /// The line of an event, as a log file would show it (receive time).
-    pub fn of(ev: &Event<'_>) -> MatchedLine {
-        let mut s = super::text::utc(ev.received);
-        if let Some(h) = ev.host {
-            s.push(' ');
-            s.push_str(h);
+impl From<&RecentLine> for MatchedLine {
+    fn from(r: &RecentLine) -> MatchedLine {
+        let when = UNIX_EPOCH + Duration::from_secs(r.time);
+        MatchedLine {
+            text: format!("{} {}", super::text::utc(when), r.line),
+            cut: r.cut,
         }
-        s.push(' ');
-        s.push_str(if ev.program.is_empty() {
-            "-"
-        } else {
-            ev.program
-        });
-        if let Some(p) = ev.pid {
-            s.push('[');
-            s.push_str(p);
-            s.push(']');
-        }
-        s.push_str(": ");
-        s.push_str(ev.msg);
-        let mut cut = 0;
-        if s.len() > RECORD_CAP {
-            let mut end = RECORD_CAP;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            cut = s.len() - end;
-            s.truncate(end);
-        }
-        MatchedLine { text: s, cut }
     }
 }
 
@@ -121,24 +88,25 @@ impl Evidence {
     }
 }
 
-/// The engine side: the last lines of each address, for the jails that want them.
+/// The engine side: at a ban, hands the address's last lines to the
+/// notifiers of the jails that want them.
 #[derive(Debug, Default)]
 pub struct MatchRecorder {
     /// Lines wanted per jail index (0: none).
     wanted: Vec<usize>,
-    recent: Vec<Option<LruCache<IpAddr, VecDeque<MatchedLine>>>>,
     evidence: Evidence,
 }
 
 impl MatchRecorder {
-    /// Sets how many lines each jail (by index) keeps per address. Called
-    /// at start and on reload; lines held so far are dropped.
+    /// Sets how many lines each jail (by index) hands over per ban. Called
+    /// at start and on reload.
     pub fn configure(&mut self, wanted: Vec<usize>) {
-        self.recent = wanted
-            .iter()
-            .map(|w| (*w > 0).then(|| LruCache::new(cap(ADDRESSES_PER_JAIL))))
-            .collect();
         self.wanted = wanted.into_iter().map(|w| w.min(MAX_LINES)).collect();
+    }
+
+    /// Lines jail `index` hands over per ban (0: none).
+    pub fn wanted(&self, index: usize) -> usize {
+        self.wanted.get(index).copied().unwrap_or(0)
     }
 
     /// The shared handle the notifiers read.
@@ -146,32 +114,24 @@ impl MatchRecorder {
         self.evidence.clone()
     }
 
-    /// Records what an event did in jail `index` (named `jail`). Cheap when
-    /// the jail wants no lines.
-    pub fn observe(&mut self, index: usize, jail: &JailName, obs: &Observation, ev: &Event<'_>) {
-        let Some(&want) = self.wanted.get(index) else {
-            return;
-        };
+    /// Looks at what an event did in jail `index` (named `jail`, whose
+    /// record is `activity`): at a ban, the address's last lines go to the
+    /// notifiers. Cheap when the jail wants no lines.
+    pub fn observe(
+        &mut self,
+        index: usize,
+        jail: &JailName,
+        obs: &Observation,
+        activity: &Activity,
+    ) {
+        let want = self.wanted(index);
         if want == 0 {
             return;
         }
-        let Some(Some(recent)) = self.recent.get_mut(index) else {
-            return;
-        };
-        let (ip, offense) = match *obs {
-            Observation::Counted { ip, .. } => (ip, false),
-            Observation::Offense { ip, .. } => (ip, true),
-            _ => return,
-        };
-        let ring = recent.get_or_insert_mut(ip, VecDeque::new);
-        if ring.len() == want {
-            ring.pop_front();
-        }
-        ring.push_back(MatchedLine::of(ev));
-        if offense {
-            if let Some(lines) = recent.pop(&ip) {
-                self.evidence.put(jail, ip, lines.into());
-            }
+        if let Observation::Offense { ip, .. } = *obs {
+            let lines = activity.last_lines(ip, want);
+            self.evidence
+                .put(jail, ip, lines.iter().map(MatchedLine::from).collect());
         }
     }
 }
@@ -179,12 +139,16 @@ impl MatchRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::syslog::{Format, Peer};
-    use std::time::{Duration, UNIX_EPOCH};
+    use crate::syslog::{Event, Format, Peer};
+    use std::time::SystemTime;
+
+    fn at() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_767_225_600)
+    }
 
     fn ev(msg: &str) -> Event<'_> {
         Event {
-            received: UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            received: at(),
             peer: Peer::File,
             format: Format::Rfc3164,
             host: None,
@@ -198,28 +162,23 @@ mod tests {
     }
 
     #[test]
-    fn keeps_the_last_lines_and_hands_them_over_at_the_ban() {
+    fn hands_the_last_lines_over_at_the_ban() {
         let jail = JailName::new("sshd").unwrap();
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut activity = Activity::default();
+        activity.keep_lines(3);
         let mut r = MatchRecorder::default();
         r.configure(vec![0, 2]);
+        for m in ["one", "two", "three"] {
+            activity.line(ip, &ev(m), at());
+        }
         let counted = Observation::Counted { ip, count: 1 };
-        // Jail 0 wants nothing.
-        r.observe(
-            0,
-            &jail,
-            &Observation::Offense { ip, failures: 1 },
-            &ev("x"),
-        );
+        let offense = Observation::Offense { ip, failures: 3 };
+        // Jail 0 wants nothing; a count hands nothing over.
+        r.observe(0, &jail, &offense, &activity);
+        r.observe(1, &jail, &counted, &activity);
         assert!(r.evidence().get(&jail, ip).is_empty());
-        r.observe(1, &jail, &counted, &ev("one"));
-        r.observe(1, &jail, &counted, &ev("two"));
-        r.observe(
-            1,
-            &jail,
-            &Observation::Offense { ip, failures: 3 },
-            &ev("three"),
-        );
+        r.observe(1, &jail, &offense, &activity);
         let lines = r.evidence().get(&jail, ip);
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0].text, "2026-01-01 00:00:00 UTC sshd[42]: two");
@@ -229,10 +188,16 @@ mod tests {
     }
 
     #[test]
-    fn huge_lines_are_cut_when_recorded() {
+    fn huge_lines_arrive_cut_with_the_count() {
         let big = "A".repeat(100_000);
-        let l = MatchedLine::of(&ev(&big));
-        assert!(l.text.len() <= RECORD_CAP);
+        let mut activity = Activity::default();
+        activity.keep_lines(1);
+        let ip: IpAddr = "192.0.2.8".parse().unwrap();
+        activity.line(ip, &ev(&big), at());
+        let l = MatchedLine::from(&activity.last_lines(ip, 1)[0]);
+        assert!(
+            l.text.len() <= "2026-01-01 00:00:00 UTC ".len() + crate::jail::activity::LINE_BYTES
+        );
         assert_eq!(
             l.text.len() + l.cut,
             "2026-01-01 00:00:00 UTC sshd[42]: ".len() + 100_000

@@ -17,8 +17,10 @@
 //! [`engine`] runs stages 2–5 synchronously for one event (shared by the
 //! daemon and `replay`); [`daemon`] wires everything with channels;
 //! [`control`] and [`http`] observe it; [`telemetry`] logs and counts;
-//! [`config`] reads the TOML layers into runtime settings; [`service`]
-//! sets up logging and drops root before any of it starts.
+//! [`config`] reads the TOML layers (and an existing fail2ban tree) into
+//! runtime settings; [`service`] sets up logging and drops root before any
+//! of it starts; [`tools`] are `test-filter` and `replay`, and [`cli`]
+//! prints what the commands show.
 
 pub mod action;
 pub mod addr;

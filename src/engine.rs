@@ -77,6 +77,18 @@ impl Matcher {
         self.router.routes(program)
     }
 
+    /// Literals one of which every line some jail can match contains (the
+    /// union over the filters), or `None` when a filter cannot promise that.
+    pub fn line_literals(&self) -> Option<Vec<Vec<u8>>> {
+        let mut all = Vec::new();
+        for j in self.jails.iter() {
+            if let JailKind::Filter(f) = &j.kind {
+                all.extend_from_slice(f.required_literals()?);
+            }
+        }
+        Some(all)
+    }
+
     /// The verdicts of one event, as `(jail index, verdict)`, misses left out.
     /// Indices are those of the [`Engine`] the matcher was taken from.
     pub fn examine<'t>(&self, ev: &Event<'t>, out: &mut Vec<(usize, Verdict<'t>)>) {

@@ -21,8 +21,10 @@
 //! position the address capture cannot reach. `check` warns about filters
 //! that are not anchored.
 
+mod ascii;
 pub mod builtin;
 pub mod fail2ban;
+mod locate;
 pub mod options;
 mod prefilter;
 pub mod spec;
@@ -93,6 +95,9 @@ pub enum Verdict<'t> {
 #[derive(Debug)]
 struct FailRegex {
     re: Regex,
+    /// Finds the host group without the capture engine, where the
+    /// pattern's shape allows.
+    locator: Option<locate::HostLocator>,
     kind: HitKind,
     /// The pattern as written (for `test-filter` and `check`).
     source: String,
@@ -154,10 +159,10 @@ pub enum FilterError {
 }
 
 /// The regex fragment for each placeholder. One named group `host`.
-const IP4: &str = r"(?:\d{1,3}\.){3}\d{1,3}";
+const IP4: &str = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}";
 // The dotted tail is tried first, so `::ffff:1.2.3.4` is not cut to `::ffff:1`
 // when nothing after the placeholder anchors the match.
-const IP6: &str = r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?";
+const IP6: &str = r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?";
 const DNS: &str = r"[\w-]+(?:\.[\w-]+)*";
 
 /// Replaces `<HOST>`, `<ADDR>`, `<IP4>` and `<IP6>` with a capture group
@@ -241,7 +246,7 @@ impl Filter {
         // what is compiled (with the filter's prefix).
         let compile_one =
             |written: &str, full: &str| -> Result<(Regex, String, usize), FilterError> {
-                let (expanded, n) = expand_placeholders(full);
+                let (expanded, n) = expand_placeholders(&ascii::ascii_digits(full));
                 let re = Regex::new(&expanded).map_err(|e| FilterError::Regex {
                     origin: origin.to_string(),
                     line: line_of(written),
@@ -282,6 +287,7 @@ impl Filter {
             sessions |= r.session() || r.success();
             fail.push(FailRegex {
                 re,
+                locator: locate::HostLocator::new(&expanded),
                 kind: if r.success() {
                     HitKind::Success
                 } else if r.nofail() {
@@ -384,6 +390,17 @@ impl Filter {
         self.sessions
     }
 
+    /// Literals one of which every message this filter can match contains,
+    /// or `None` when some pattern has no such literal (or the filter is a
+    /// fail2ban one, which reads more than the message). `replay` uses them
+    /// to skip lines without parsing them.
+    pub fn required_literals(&self) -> Option<&[Vec<u8>]> {
+        if self.f2b.is_some() {
+            return None;
+        }
+        self.prefilter.literals()
+    }
+
     /// Runs the filter over a routed event: the entry point jails and
     /// `test-filter` use. Native filters read the message body; filters
     /// that need more of the line (fail2ban's prefix) read the event.
@@ -407,6 +424,34 @@ impl Filter {
                 if !cands[i] {
                     continue;
                 }
+                if let Some(loc) = &f.locator {
+                    // The locator needs the extent of the match: all of the
+                    // message for `$`-anchored patterns, else what the lazy
+                    // DFA reports (the same match the capture engine takes).
+                    let end = if loc.end_anchored() {
+                        if !f.re.is_match(msg) {
+                            continue;
+                        }
+                        msg.len()
+                    } else {
+                        match f.re.find(msg) {
+                            Some(m) => m.end(),
+                            None => continue,
+                        }
+                    };
+                    if let Some((s, e)) = msg.get(..end).and_then(|m| loc.locate(m)) {
+                        if self.ignore.iter().any(|r| r.is_match(msg)) {
+                            return Verdict::Ignored { regex: i };
+                        }
+                        // The pattern has no group but `host`: no user.
+                        return Verdict::Hit {
+                            regex: i,
+                            host: msg.get(s..e),
+                            user: None,
+                            kind: f.kind,
+                        };
+                    }
+                }
                 let Some(caps) = f.re.captures(msg) else {
                     continue;
                 };
@@ -429,6 +474,91 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `check` returned before the host locator: captures only.
+    fn check_by_captures<'t>(f: &Filter, msg: &'t str) -> Verdict<'t> {
+        for (i, r) in f.fail.iter().enumerate() {
+            let Some(caps) = r.re.captures(msg) else {
+                continue;
+            };
+            if f.ignore.iter().any(|r| r.is_match(msg)) {
+                return Verdict::Ignored { regex: i };
+            }
+            let named = |g: &str| caps.name(g).map(|m| m.as_str()).filter(|u| !u.is_empty());
+            return Verdict::Hit {
+                regex: i,
+                host: caps.name("host").map(|m| m.as_str()),
+                user: named("user").or_else(|| named("alt_user")),
+                kind: r.kind,
+            };
+        }
+        Verdict::Miss
+    }
+
+    #[test]
+    fn the_host_locator_changes_no_verdict() {
+        let mut lines: Vec<String> = [
+            include_str!("../../tests/fixtures/injection-sshd.log"),
+            include_str!("../../tests/fixtures/injection-pam.log"),
+            include_str!("../../tests/fixtures/tools-sshd.log"),
+            include_str!("../../tests/fixtures/replay-sshd.log"),
+        ]
+        .iter()
+        .flat_map(|t| t.lines())
+        .map(|l| {
+            let ctx = crate::syslog::ParseContext::live(
+                crate::syslog::Peer::File,
+                std::time::SystemTime::now(),
+            );
+            crate::syslog::parse(l, &ctx).msg.to_string()
+        })
+        .collect();
+        lines.extend(
+            [
+                "Failed password for root from 203.0.113.9 port 4711 ssh2",
+                "Failed password for invalid user a from 10.0.0.1 port 22 ssh2 from 203.0.113.9 port 4711 ssh2",
+                "Invalid user from 1.2.3.4 port 5 from 2001:db8::1 port 22",
+                "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=198.51.100.7  user=root",
+                "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser=x rhost=1.1.1.1 rhost=198.51.100.7",
+                "client @0x7f 203.0.113.5#53211 (example.com): query 'example.com/A/IN' denied",
+                "[UFW BLOCK] IN=eth0 OUT= MAC=52:54 SRC=198.18.6.248 DST=203.0.113.1 LEN=44 PROTO=TCP SPT=1 DPT=22",
+                "[ 50400.642142] [UFW BLOCK] IN=eth0 OUT= SRC=2001:db8::9 DST=2001:db8::1 LEN=44",
+                "Received disconnect from 203.0.113.9 port 4711:11: Bye Bye [preauth]",
+                "Connection closed by authenticating user root 203.0.113.9 port 4711 [preauth]",
+            ]
+            .map(String::from),
+        );
+        let mut located = 0;
+        for name in builtin::names() {
+            let Ok((origin, text)) = builtin::find(name, &[]) else {
+                continue; // recidive reads bans, not lines
+            };
+            let spec = builtin::parse_spec(&origin, &text).unwrap();
+            let modes = if spec.modes.is_empty() {
+                vec![String::new()]
+            } else {
+                spec.modes.iter().map(|m| format!("mode={m}")).collect()
+            };
+            for m in modes {
+                let f = Filter::compile(
+                    name,
+                    &spec,
+                    &NamedOptions::parse(&format!("{name}[{m}]")).unwrap(),
+                    &origin,
+                    None,
+                )
+                .unwrap();
+                located += f.fail.iter().filter(|r| r.locator.is_some()).count();
+                for l in &lines {
+                    assert_eq!(f.check(l), check_by_captures(&f, l), "{name}[{m}] on {l:?}");
+                }
+            }
+        }
+        assert!(
+            located > 20,
+            "most built-in patterns get a locator ({located})"
+        );
+    }
 
     fn filter(toml: &str, opts: &str) -> Filter {
         let spec: FilterSpec = toml::from_str(toml).unwrap();

@@ -16,6 +16,8 @@ pub struct Prefilter {
     owner: Vec<usize>,
     /// Regexes with no usable literal: always candidates.
     always: Vec<bool>,
+    /// The literals, one of which each regex requires.
+    literals: Vec<Vec<u8>>,
 }
 
 impl Prefilter {
@@ -52,7 +54,12 @@ impl Prefilter {
         if ac.is_none() {
             always.iter_mut().for_each(|a| *a = true);
         }
-        Prefilter { ac, owner, always }
+        Prefilter {
+            ac,
+            owner,
+            always,
+            literals: lits,
+        }
     }
 
     /// Marks in `out` (one flag per regex) the regexes that may match `text`.
@@ -70,6 +77,12 @@ impl Prefilter {
     /// can be skipped outright.
     pub fn is_complete(&self) -> bool {
         self.ac.is_some() && !self.always.iter().any(|a| *a)
+    }
+
+    /// When the prefilter is complete, the literals one of which any message
+    /// that can match contains.
+    pub fn literals(&self) -> Option<&[Vec<u8>]> {
+        self.is_complete().then_some(self.literals.as_slice())
     }
 }
 
@@ -123,8 +136,10 @@ mod tests {
             vec![false, true, true]
         );
         assert!(!p.is_complete());
+        assert!(p.literals().is_none());
         let p = Prefilter::new(&[r"^Failed (?P<x>a|b)".to_string()]);
         assert!(p.is_complete());
+        assert_eq!(p.literals(), Some(&[b"Failed ".to_vec()][..]));
         assert_eq!(cands(&p, "Accepted publickey"), vec![false]);
     }
 

@@ -78,8 +78,8 @@ pub(super) fn parse(s: &str, reference: SystemTime) -> Option<Header<'_>> {
 }
 
 fn token(s: &str) -> &str {
-    match s.find(' ') {
-        Some(i) => &s[..i],
+    match memchr::memchr(b' ', s.as_bytes()) {
+        Some(i) => s.get(..i).unwrap_or(s),
         None => s,
     }
 }
@@ -106,7 +106,7 @@ fn scan_tag(s: &str) -> Option<Tag<'_>> {
     let program = &s[..i];
     let mut pid = None;
     if b.get(i) == Some(&b'[') {
-        let close = s[i..].find(']')? + i;
+        let close = memchr::memchr(b']', &b[i..])? + i;
         let p = &s[i + 1..close];
         if p.is_empty() || p.len() > 32 || p.contains(' ') {
             return None;

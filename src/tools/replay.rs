@@ -262,35 +262,72 @@ fn context(reference: SystemTime) -> ParseContext {
     }
 }
 
-/// Parses, routes and filters every line of a chunk.
-fn match_chunk(matcher: &Matcher, chunk: Chunk) -> Matched {
+/// Skips lines no jail can match: an Aho-Corasick automaton over the union
+/// of the literals the filters require (see [`Matcher::line_literals`]). A
+/// line without any of them is counted but never parsed, which is most of a
+/// real log (cron, dhcpcd, web servers). `None` when some filter has a
+/// pattern without such a literal: then every line is parsed.
+fn line_gate(matcher: &Matcher) -> Option<aho_corasick::AhoCorasick> {
+    let lits = matcher.line_literals()?;
+    if lits.is_empty() {
+        return None;
+    }
+    aho_corasick::AhoCorasick::builder()
+        .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+        .build(&lits)
+        .ok()
+}
+
+/// Non-blank lines of `text`.
+fn count_lines(text: &[u8]) -> u64 {
+    let mut n = 0;
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len())) {
+        if !text[start..end].trim_ascii().is_empty() {
+            n += 1;
+        }
+        start = end + 1;
+    }
+    n
+}
+
+/// Parses, routes and filters the lines of a chunk (with a gate, only those
+/// holding one of its literals).
+fn match_chunk(
+    matcher: &Matcher,
+    gate: Option<&aho_corasick::AhoCorasick>,
+    chunk: Chunk,
+) -> Matched {
     let bytes = chunk.data.len() as u64;
     // Validate once per chunk; only a chunk with invalid UTF-8 is copied.
     let text = match String::from_utf8(chunk.data) {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     };
+    let lines = count_lines(text.as_bytes());
+    // Year-less stamps are placed near the last stamp seen. With a gate that
+    // is the last matched line's (or the chunk's reference): hours apart at
+    // most within a chunk, where the nearest year is the same.
     let mut reference = chunk.reference;
-    let mut lines = 0;
     let mut hits = Vec::new();
     let mut verdicts = Vec::new();
     let mut scratch: Vec<(usize, Verdict<'_>)> = Vec::new();
-    for line in text.split('\n') {
+    let mut one = |start: usize, end: usize| {
+        let line = text.get(start..end).unwrap_or_default();
         if line.trim_ascii().is_empty() {
-            continue;
+            return;
         }
-        lines += 1;
         let ev = syslog::parse(line, &context(reference));
         if let Some(t) = ev.timestamp {
             reference = t;
         }
         if !matcher.routes(ev.program) {
-            continue;
+            return;
         }
         scratch.clear();
         matcher.examine(&ev, &mut scratch);
         if scratch.is_empty() {
-            continue;
+            return;
         }
         let start = verdicts.len();
         for (i, v) in scratch.drain(..) {
@@ -303,6 +340,32 @@ fn match_chunk(matcher: &Matcher, chunk: Chunk) -> Matched {
             ev: EventSpans::of(&text, &ev),
             verdicts: start..verdicts.len(),
         });
+    };
+    let all = text.as_bytes();
+    match gate {
+        Some(ac) => {
+            // Jump from literal to literal; each hit's whole line is read,
+            // then the search resumes after it.
+            let mut pos = 0;
+            while pos < all.len() {
+                let Some(m) = ac.find(aho_corasick::Input::new(all).span(pos..all.len())) else {
+                    break;
+                };
+                let start =
+                    memchr::memrchr(b'\n', &all[pos..m.start()]).map_or(pos, |i| pos + i + 1);
+                let end = memchr::memchr(b'\n', &all[m.end()..]).map_or(all.len(), |i| m.end() + i);
+                one(start, end);
+                pos = end + 1;
+            }
+        }
+        None => {
+            // memchr's vectorised search: `str::split` finds newlines a word at a time.
+            let mut start = 0;
+            for end in memchr::memchr_iter(b'\n', all).chain(std::iter::once(all.len())) {
+                one(start, end);
+                start = end + 1;
+            }
+        }
     }
     Matched {
         seq: chunk.seq,
@@ -426,6 +489,7 @@ pub fn replay<R: Read + Send>(
         .max(1);
     let mut engine = Engine::new(settings, Metrics::new());
     let matcher = engine.matcher();
+    let gate = line_gate(&matcher);
     let mut summary = Summary {
         threads,
         ..Default::default()
@@ -440,11 +504,12 @@ pub fn replay<R: Read + Send>(
             let rx = chunk_rx.clone();
             let tx = done_tx.clone();
             let m = matcher.clone();
+            let gate = gate.as_ref();
             s.spawn(move || loop {
                 // The lock is held only to take a chunk, not to match it.
                 let next = rx.lock().map(|r| r.recv());
                 let Ok(Ok(chunk)) = next else { break };
-                if tx.send(match_chunk(&m, chunk)).is_err() {
+                if tx.send(match_chunk(&m, gate, chunk)).is_err() {
                     break;
                 }
             });

@@ -12,6 +12,7 @@
 //!   the caller closes the connection.
 
 use bytes::{Buf, Bytes, BytesMut};
+use memchr::memchr;
 use tokio_util::codec::Decoder;
 
 /// What the framer yields.
@@ -185,10 +186,6 @@ impl SyslogFramer {
             None => None,
         }
     }
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|b| *b == needle)
 }
 
 fn trim_eol(mut data: Bytes) -> Bytes {

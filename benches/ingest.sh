@@ -13,6 +13,7 @@
 #   LINES=1000000                  corpus size (wire format, seeded)
 #   TCP_CONNS=10 TCP_COUNT=3000000 TCP connections and messages in total
 #   BATCH=64                       sendmmsg batch of the UDP sender
+#   THREADS=1                      UDP sender threads (loadgen --threads)
 #   RECV_BUFFER=33554432           listen.recv_buffer (SO_RCVBUF(FORCE))
 #   QUEUE=65536                    listen.queue (frames between sockets and matcher)
 #   KEEP=1                         keep the temp dir (daemon log) for a look
@@ -29,6 +30,7 @@ LINES=${LINES:-1000000}
 TCP_CONNS=${TCP_CONNS:-10}
 TCP_COUNT=${TCP_COUNT:-3000000}
 BATCH=${BATCH:-64}
+THREADS=${THREADS:-1}
 RECV_BUFFER=${RECV_BUFFER:-33554432}
 QUEUE=${QUEUE:-65536}
 MODE=${1:-all}
@@ -121,7 +123,7 @@ echo "# $(nproc) cpus, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 if [ "$MODE" = all ] || [ "$MODE" = udp ]; then
     echo
-    echo "# UDP: $SECS s per rate, sendmmsg batch $BATCH"
+    echo "# UDP: $SECS s per rate, sendmmsg batch $BATCH, $THREADS sender thread(s)"
     printf '%-9s %-10s %-10s %-10s %-8s %-10s %-10s %-10s %s\n' \
         rate sent received lost loss% kernel_ovf queue_full send_rate daemon_cpu%
     lossy=0
@@ -131,7 +133,7 @@ if [ "$MODE" = all ] || [ "$MODE" = udp ]; then
         q0=$(dropped queue_full)
         c0=$(cpu_ticks)
         out=$("$LOADGEN" send --udp "127.0.0.1:$PORT" --rate "$rate" --seconds "$SECS" \
-            --batch "$BATCH" "$TMP/corpus.wire")
+            --batch "$BATCH" --threads "$THREADS" "$TMP/corpus.wire")
         r1=$(settle udp)
         c1=$(cpu_ticks)
         k1=$(dropped kernel_overflow)

@@ -16,6 +16,9 @@
 #   THREADS=1                      UDP sender threads (loadgen --threads)
 #   RECV_BUFFER=33554432           listen.recv_buffer (SO_RCVBUF(FORCE))
 #   QUEUE=65536                    listen.queue (frames between sockets and matcher)
+#   WARMUP=300000                  messages sent (at 100k/s) before the ladder, so
+#                                  that the burst of first bans (every attacker is
+#                                  new) does not land on the first rate; 0: none
 #   KEEP=1                         keep the temp dir (daemon log) for a look
 #
 # Run as root from the repository root (SO_RCVBUFFORCE needs CAP_NET_ADMIN;
@@ -33,6 +36,7 @@ BATCH=${BATCH:-64}
 THREADS=${THREADS:-1}
 RECV_BUFFER=${RECV_BUFFER:-33554432}
 QUEUE=${QUEUE:-65536}
+WARMUP=${WARMUP:-300000}
 MODE=${1:-all}
 
 for b in "$BIN" "$LOADGEN"; do
@@ -117,6 +121,19 @@ settle() {
     echo "$now"
 }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$PID/stat"; }
+# The counter moves when a frame is queued, not when it is matched: also
+# wait until the daemon is idle (under 10 % of a core over 0.5 s), so that
+# each rate starts with an empty queue.
+idle() {
+    n=0
+    while [ $n -lt 60 ]; do
+        a=$(cpu_ticks)
+        sleep 0.5
+        b=$(cpu_ticks)
+        [ $((b - a)) -le 5 ] && return 0
+        n=$((n + 1))
+    done
+}
 
 echo "# daemon pid $PID, udp/tcp 127.0.0.1:$PORT, http :$HPORT, recv_buffer $RECV_BUFFER, queue $QUEUE"
 echo "# $(nproc) cpus, load: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -124,10 +141,19 @@ echo "# $(nproc) cpus, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$MODE" = all ] || [ "$MODE" = udp ]; then
     echo
     echo "# UDP: $SECS s per rate, sendmmsg batch $BATCH, $THREADS sender thread(s)"
+    if [ "$WARMUP" -gt 0 ]; then
+        w0=$(received udp)
+        "$LOADGEN" send --udp "127.0.0.1:$PORT" --rate 100000 --count "$WARMUP" \
+            "$TMP/corpus.wire" >/dev/null
+        idle
+        echo "# warm-up: $WARMUP sent, $(($(settle udp) - w0)) received," \
+            "$(metrics | awk '/^banstream_bans_total/ { n += $2 } END { print n + 0 }') bans"
+    fi
     printf '%-9s %-10s %-10s %-10s %-8s %-10s %-10s %-10s %s\n' \
         rate sent received lost loss% kernel_ovf queue_full send_rate daemon_cpu%
     lossy=0
     for rate in $RATES; do
+        idle
         r0=$(settle udp)
         k0=$(dropped kernel_overflow)
         q0=$(dropped queue_full)
@@ -157,6 +183,7 @@ fi
 if [ "$MODE" = all ] || [ "$MODE" = tcp ]; then
     echo
     echo "# TCP: $TCP_CONNS connections, octet-counted, $TCP_COUNT messages, unpaced"
+    idle
     r0=$(settle tcp)
     t0=$(date +%s.%N)
     out=$("$LOADGEN" send --tcp "127.0.0.1:$PORT" --connections "$TCP_CONNS" --rate 0 \

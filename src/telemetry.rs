@@ -265,7 +265,21 @@ pub fn emit_drop(
     reason: DropReason,
     detail: &dyn std::fmt::Display,
 ) {
-    metrics.dropped.with_label_values(&[reason.as_str()]).inc();
+    emit_drops(metrics, limiter, reason, 1, detail);
+}
+
+/// Counts `n` messages dropped for one reason and warns once (rate-limited).
+pub fn emit_drops(
+    metrics: &Metrics,
+    limiter: &RateLimiter,
+    reason: DropReason,
+    n: u64,
+    detail: &dyn std::fmt::Display,
+) {
+    metrics
+        .dropped
+        .with_label_values(&[reason.as_str()])
+        .inc_by(n);
     if let Some(suppressed) = limiter.check(reason.as_str()) {
         tracing::warn!(
             reason = reason.as_str(),

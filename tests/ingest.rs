@@ -236,6 +236,48 @@ fn hostile_frames_keep_the_daemon_alive_and_counted() {
 }
 
 #[test]
+fn udp_kernel_drops_are_counted_as_kernel_overflow() {
+    // A socket buffer of the kernel's minimum (a few datagrams) and a burst
+    // no reader keeps up with: the kernel drops, and every datagram sent is
+    // then either received or counted as kernel_overflow.
+    let d = Daemon::start_with(Opts {
+        toml: sshd_jail(""),
+        listen: Some("udp = [\"127.0.0.1:0\"]\nrecv_buffer = 1\n".into()),
+        ..Default::default()
+    });
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.connect(d.udp[0]).unwrap();
+    let line = b"<78>Nov 24 14:00:01 crond[1]: USER root pid 2 cmd run-parts";
+    let mut sent = 0u64;
+    for _ in 0..20_000 {
+        if s.send(line).is_ok() {
+            sent += 1;
+        }
+    }
+    let accounted = |d: &Daemon| {
+        d.metric("banstream_messages_total{transport=\"udp\"}")
+            + d.metric("banstream_messages_dropped_total{reason=\"kernel_overflow\"}")
+    };
+    // The kernel's counter rides on the next datagram read after a drop:
+    // send one more until one gets through and everything adds up.
+    let balanced = (0..50).any(|_| {
+        if s.send(line).is_ok() {
+            sent += 1;
+        }
+        d.wait_for(1, |d| accounted(d) == sent as f64)
+    });
+    let m = d.metrics();
+    assert!(balanced, "sent {sent}, accounted {}\n{m}", accounted(&d));
+    assert!(
+        crate::common::metric_value(
+            &m,
+            "banstream_messages_dropped_total{reason=\"kernel_overflow\"}"
+        ) > 0.0,
+        "{m}"
+    );
+}
+
+#[test]
 fn peers_outside_the_allowlist_are_dropped() {
     let d = Daemon::start_with(Opts {
         toml: sshd_jail("maxretry = 1"),

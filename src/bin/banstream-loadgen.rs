@@ -5,6 +5,7 @@
 //! banstream-loadgen corpus --lines 1000000 --format messages > corpus.log
 //! banstream-loadgen corpus --lines 1000000 --format wire     > corpus.wire
 //! banstream-loadgen send --udp 127.0.0.1:5514 --rate 150000 --seconds 10 corpus.wire
+//! banstream-loadgen send --udp 127.0.0.1:5514 --threads 2 --rate 300000 --seconds 10 corpus.wire
 //! banstream-loadgen send --tcp 127.0.0.1:5514 --connections 10 --rate 0 corpus.wire
 //! banstream-loadgen send --unix /run/banstream/log.sock --rate 50000 --seconds 5 corpus.wire
 //! ```
@@ -303,6 +304,42 @@ fn send_batch_udp(sock: &UdpSocket, msgs: &[&[u8]]) -> usize {
     done
 }
 
+/// One UDP sender thread: `total` datagrams at `rate` per second, starting
+/// at a different place of the corpus for each thread.
+fn send_udp(
+    addr: SocketAddr,
+    msgs: &[Vec<u8>],
+    thread: usize,
+    total: u64,
+    rate: u64,
+    batch: usize,
+) -> std::io::Result<u64> {
+    let sock = UdpSocket::bind(if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    })?;
+    sock.connect(addr)?;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut i = thread * 7919;
+    let mut chunk: Vec<&[u8]> = Vec::with_capacity(batch);
+    while sent < total {
+        let n = batch.min((total - sent) as usize);
+        chunk.clear();
+        chunk.extend((0..n).map(|k| msgs[(i + k) % msgs.len()].as_slice()));
+        i += n;
+        let done = send_batch_udp(&sock, &chunk) as u64;
+        if done == 0 {
+            // The receiver is gone (ECONNREFUSED): stop rather than spin.
+            break;
+        }
+        sent += done;
+        pace(start, sent, rate);
+    }
+    Ok(sent)
+}
+
 fn send(args: &[String]) -> std::io::Result<()> {
     let file = args.last().cloned().unwrap_or_default();
     let msgs = load(&file)?;
@@ -321,21 +358,24 @@ fn send(args: &[String]) -> std::io::Result<()> {
     let mut sent: u64 = 0;
     if let Some(addr) = opt(args, "--udp") {
         let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
-        let sock = UdpSocket::bind(if addr.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        })?;
-        sock.connect(addr)?;
-        let mut i = 0usize;
-        while sent < total {
-            let n = batch.min((total - sent) as usize);
-            let chunk: Vec<&[u8]> = (0..n)
-                .map(|k| msgs[(i + k) % msgs.len()].as_slice())
-                .collect();
-            i += n;
-            sent += send_batch_udp(&sock, &chunk) as u64;
-            pace(start, sent, rate);
+        // Several sender threads, each with its own socket (source port) and
+        // an equal share of the rate: one thread tops out well below what
+        // a receiver can take, since on loopback the sender also pays for
+        // the kernel's delivery.
+        let threads: u64 = arg(args, "--threads", 1).max(1);
+        let msgs = std::sync::Arc::new(msgs);
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let msgs = msgs.clone();
+                let share = total / threads + u64::from(t < total % threads);
+                let rate = rate / threads + u64::from(t < rate % threads);
+                std::thread::spawn(move || send_udp(addr, &msgs, t as usize, share, rate, batch))
+            })
+            .collect();
+        for h in handles {
+            sent += h
+                .join()
+                .map_err(|_| std::io::Error::other("sender thread panicked"))??;
         }
     } else if let Some(addr) = opt(args, "--tcp") {
         let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
@@ -403,7 +443,7 @@ fn main() -> ExitCode {
         Some("corpus") => corpus(&args),
         Some("send") => send(&args),
         _ => {
-            eprintln!("usage: banstream-loadgen corpus [--lines N] [--seed S] [--format messages|wire] [--attackers N] [--attackers6 N] [--attack-percent P]\n       banstream-loadgen send (--udp ADDR | --tcp ADDR [--connections N] | --unix PATH) [--rate R] [--seconds S | --count N] [--batch B] FILE");
+            eprintln!("usage: banstream-loadgen corpus [--lines N] [--seed S] [--format messages|wire] [--attackers N] [--attackers6 N] [--attack-percent P]\n       banstream-loadgen send (--udp ADDR [--threads N] | --tcp ADDR [--connections N] | --unix PATH) [--rate R] [--seconds S | --count N] [--batch B] FILE");
             return ExitCode::from(2);
         }
     };

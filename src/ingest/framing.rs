@@ -12,6 +12,7 @@
 //!   the caller closes the connection.
 
 use bytes::{Buf, Bytes, BytesMut};
+use memchr::memchr;
 use tokio_util::codec::Decoder;
 
 /// What the framer yields.
@@ -150,10 +151,10 @@ impl SyslogFramer {
                 "{shown:?} is not LEN followed by a space"
             )));
         }
-        let len: usize = std::str::from_utf8(&buf[..digits])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| FramingError::BadOctetCount("unreadable length".into()))?;
+        // At most MAX_DIGITS ASCII digits: this cannot overflow.
+        let len = buf[..digits]
+            .iter()
+            .fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
         let header = digits + 1;
         if len > self.max_frame {
             buf.advance(header);
@@ -185,10 +186,6 @@ impl SyslogFramer {
             None => None,
         }
     }
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|b| *b == needle)
 }
 
 fn trim_eol(mut data: Bytes) -> Bytes {

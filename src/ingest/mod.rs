@@ -20,13 +20,14 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use ipnet::IpNet;
+use prometheus::IntCounter;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::resolve::ListenSettings;
 use crate::syslog::Peer;
-use crate::telemetry::{emit_drop, DropReason, Metrics, RateLimiter};
+use crate::telemetry::{emit_drops, DropReason, Metrics, RateLimiter};
 
 /// The transport a frame came over (the `transport` metric label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +79,27 @@ pub struct ListenError {
     pub source: std::io::Error,
 }
 
+/// `banstream_messages_total` per transport, looked up once: the label
+/// lookup (a hash and a lock) would otherwise be paid per message.
+#[derive(Clone)]
+struct Received([IntCounter; 4]);
+
+impl Received {
+    fn new(m: &Metrics) -> Self {
+        let c = |t: Transport| m.messages.with_label_values(&[t.as_str()]);
+        Received([
+            c(Transport::Udp),
+            c(Transport::Tcp),
+            c(Transport::Unix),
+            c(Transport::UnixStream),
+        ])
+    }
+
+    fn of(&self, t: Transport) -> &IntCounter {
+        &self.0[t as usize]
+    }
+}
+
 /// What every listener shares.
 #[derive(Clone)]
 pub(crate) struct Shared {
@@ -86,23 +108,44 @@ pub(crate) struct Shared {
     pub limiter: RateLimiter,
     pub cancel: CancellationToken,
     pub max_frame: usize,
+    received: Received,
 }
 
 impl Shared {
     pub(crate) fn drop_msg(&self, reason: DropReason, detail: &dyn std::fmt::Display) {
-        emit_drop(&self.metrics, &self.limiter, reason, detail);
+        self.drop_many(reason, 1, detail);
+    }
+
+    /// Counts `n` messages dropped for one reason, with one (rate-limited) warning.
+    pub(crate) fn drop_many(&self, reason: DropReason, n: u64, detail: &dyn std::fmt::Display) {
+        emit_drops(&self.metrics, &self.limiter, reason, n, detail);
     }
 
     /// Queues a datagram frame without waiting.
     pub(crate) fn offer(&self, frame: Frame) {
-        let t = frame.transport;
-        match self.tx.try_send(frame) {
-            Ok(()) => self.metrics.messages.with_label_values(&[t.as_str()]).inc(),
-            Err(mpsc::error::TrySendError::Full(_)) => self.drop_msg(
+        self.offer_many(frame.transport, std::iter::once(frame));
+    }
+
+    /// Queues datagram frames of one transport without waiting; what does
+    /// not fit is dropped. The counters move once per call, not per frame.
+    pub(crate) fn offer_many(&self, transport: Transport, frames: impl IntoIterator<Item = Frame>) {
+        let (mut queued, mut full) = (0u64, 0u64);
+        for f in frames {
+            match self.tx.try_send(f) {
+                Ok(()) => queued += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => full += 1,
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
+            }
+        }
+        if queued > 0 {
+            self.received.of(transport).inc_by(queued);
+        }
+        if full > 0 {
+            self.drop_many(
                 DropReason::QueueFull,
+                full,
                 &"frame queue full (matcher too slow)",
-            ),
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            );
         }
     }
 
@@ -112,7 +155,7 @@ impl Shared {
         if self.tx.send(frame).await.is_err() {
             return false;
         }
-        self.metrics.messages.with_label_values(&[t.as_str()]).inc();
+        self.received.of(t).inc();
         true
     }
 }
@@ -135,6 +178,7 @@ pub async fn start(
 ) -> Result<Vec<(Transport, std::net::SocketAddr)>, ListenError> {
     let shared = Shared {
         tx,
+        received: Received::new(&metrics),
         metrics,
         limiter: RateLimiter::default(),
         cancel,

@@ -6,25 +6,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::AsyncRead;
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::Decoder;
 use tokio_util::task::TaskTracker;
 
-use super::framing::{Framed, SyslogFramer};
+use super::framing::{Framed, FramingError, SyslogFramer};
 use super::{allowed, Frame, ListenError, Shared, Transport};
 use crate::config::resolve::{InetListener, ListenSettings, UnixListener as UnixCfg};
 use crate::syslog::Peer;
 use crate::telemetry::DropReason;
-
-/// `StreamExt::next` for one stream type, without pulling in the futures crate.
-async fn next_frame<R: AsyncRead + Unpin>(
-    f: &mut FramedRead<R, SyslogFramer>,
-) -> Option<Result<Framed, super::framing::FramingError>> {
-    use futures_core::Stream;
-    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *f).poll_next(cx)).await
-}
 
 pub(super) async fn spawn_tcp(
     l: &InetListener,
@@ -156,54 +149,60 @@ pub(super) fn spawn_unix(
     Ok(())
 }
 
+/// Bytes read per `read` call at most (the buffer grows for longer frames).
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Reads frames from one connection until EOF, error, idle timeout or shutdown.
+///
+/// Frames already in the buffer are framed and queued without waiting on
+/// anything else: the shutdown and idle-timeout futures are only set up
+/// when more bytes must be read, not once per frame.
 async fn read_stream<R: AsyncRead + Unpin>(
-    sock: R,
+    mut sock: R,
     peer: Peer,
     transport: Transport,
     idle: Duration,
     shared: Shared,
 ) {
-    let mut framed =
-        FramedRead::with_capacity(sock, SyslogFramer::new(shared.max_frame), 16 * 1024);
+    let mut framer = SyslogFramer::new(shared.max_frame);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut eof = false;
     loop {
-        let item = tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            r = tokio::time::timeout(idle, next_frame(&mut framed)) => match r {
-                Err(_) => {
-                    tracing::debug!(?peer, "closing idle connection");
-                    return;
+        // Frames in one read share its receive time.
+        let received = SystemTime::now();
+        let instant = Instant::now();
+        loop {
+            let item = if eof {
+                framer.decode_eof(&mut buf)
+            } else {
+                framer.decode(&mut buf)
+            };
+            match item {
+                Ok(Some(Framed::Frame(data))) => {
+                    if data.is_empty() {
+                        shared.drop_msg(DropReason::Empty, &"empty frame");
+                        continue;
+                    }
+                    let frame = Frame {
+                        data,
+                        peer,
+                        transport,
+                        received,
+                        instant,
+                    };
+                    if !shared.send(frame).await {
+                        return;
+                    }
                 }
-                Ok(None) => return,
-                Ok(Some(x)) => x,
-            },
-        };
-        match item {
-            Ok(Framed::Frame(data)) => {
-                if data.is_empty() {
-                    shared.drop_msg(DropReason::Empty, &"empty frame");
-                    continue;
+                Ok(Some(Framed::Oversize(n))) => {
+                    shared.drop_msg(
+                        DropReason::Oversize,
+                        &format_args!("{n}-byte frame from {peer:?}"),
+                    );
                 }
-                let frame = Frame {
-                    data,
-                    peer,
-                    transport,
-                    received: SystemTime::now(),
-                    instant: Instant::now(),
-                };
-                if !shared.send(frame).await {
-                    return;
-                }
-            }
-            Ok(Framed::Oversize(n)) => {
-                shared.drop_msg(
-                    DropReason::Oversize,
-                    &format_args!("{n}-byte frame from {peer:?}"),
-                );
-            }
-            Err(e) => {
-                if !e.can_continue() {
-                    if matches!(e, super::framing::FramingError::BadOctetCount(_)) {
+                Ok(None) => break,
+                Err(e) => {
+                    if matches!(e, FramingError::BadOctetCount(_)) {
                         shared.drop_msg(
                             DropReason::BadFraming,
                             &format_args!("{e} from {peer:?}; closing"),
@@ -215,5 +214,24 @@ async fn read_stream<R: AsyncRead + Unpin>(
                 }
             }
         }
+        if eof {
+            return;
+        }
+        buf.reserve(READ_CHUNK.saturating_sub(buf.capacity() - buf.len()));
+        let n = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            r = tokio::time::timeout(idle, sock.read_buf(&mut buf)) => match r {
+                Err(_) => {
+                    tracing::debug!(?peer, "closing idle connection");
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(?peer, "stream closed: read error: {e}");
+                    return;
+                }
+                Ok(Ok(n)) => n,
+            },
+        };
+        eof = n == 0;
     }
 }

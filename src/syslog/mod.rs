@@ -105,7 +105,12 @@ impl ParseContext {
 /// than rejected: the valid parts of a hostile line are still worth reading,
 /// and the replacement can never form an address.
 pub fn decode(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+    // Checking first is the fast path: from_utf8 validates ASCII a word at
+    // a time, the lossy walk a byte at a time.
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// Parses one frame or log line. Never fails.

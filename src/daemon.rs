@@ -363,6 +363,11 @@ impl Daemon {
     }
 
     fn process(&mut self, f: &Frame) {
+        // A line holding none of the literals the filters require cannot
+        // match: skip decoding and parsing (most of a busy stream).
+        if !self.engine.admits(&f.data) {
+            return;
+        }
         let text = syslog::decode(&f.data);
         let ev = syslog::parse(&text, &ParseContext::live(f.peer, f.received));
         if ev.program == self.settings.log.ident {

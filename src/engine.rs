@@ -80,13 +80,7 @@ impl Matcher {
     /// Literals one of which every line some jail can match contains (the
     /// union over the filters), or `None` when a filter cannot promise that.
     pub fn line_literals(&self) -> Option<Vec<Vec<u8>>> {
-        let mut all = Vec::new();
-        for j in self.jails.iter() {
-            if let JailKind::Filter(f) = &j.kind {
-                all.extend_from_slice(f.required_literals()?);
-            }
-        }
-        Some(all)
+        line_literals(&self.jails)
     }
 
     /// The verdicts of one event, as `(jail index, verdict)`, misses left out.
@@ -98,6 +92,47 @@ impl Matcher {
                 out.push((i, v));
             }
         });
+    }
+}
+
+fn line_literals(jails: &[Arc<JailSettings>]) -> Option<Vec<Vec<u8>>> {
+    let mut all = Vec::new();
+    for j in jails {
+        if let JailKind::Filter(f) = &j.kind {
+            all.extend_from_slice(f.required_literals()?);
+        }
+    }
+    Some(all)
+}
+
+/// A quick test that a line may matter to some jail: one Aho-Corasick
+/// search for the literals every filter requires (see
+/// [`crate::filter::Filter::required_literals`]). A line without any of them
+/// cannot match a failregex, so it is neither parsed nor routed. Most of a
+/// busy syslog stream (cron, dhcpcd, web servers) ends here.
+#[derive(Clone, Debug, Default)]
+pub struct LineGate(Option<aho_corasick::AhoCorasick>);
+
+impl LineGate {
+    /// The gate for these literals; `None` (or none at all) lets every line
+    /// through.
+    pub fn new(literals: Option<Vec<Vec<u8>>>) -> LineGate {
+        LineGate(literals.filter(|l| !l.is_empty()).and_then(|l| {
+            aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+                .build(&l)
+                .ok()
+        }))
+    }
+
+    /// The automaton, when the gate can skip lines.
+    pub fn automaton(&self) -> Option<&aho_corasick::AhoCorasick> {
+        self.0.as_ref()
+    }
+
+    /// Whether `line` may match some jail.
+    pub fn admits(&self, line: &[u8]) -> bool {
+        self.0.as_ref().is_none_or(|ac| ac.is_match(line))
     }
 }
 
@@ -116,6 +151,8 @@ pub struct Engine {
     keep_lines: bool,
     /// Matched lines for the notifiers that show them.
     matches: crate::notify::MatchRecorder,
+    /// Skips lines no filter can match.
+    gate: LineGate,
 }
 
 /// A jail in `status` output.
@@ -230,6 +267,7 @@ impl Engine {
             rng: Rng(0x9E37_79B9_7F4A_7C15),
             keep_lines: false,
             matches: Default::default(),
+            gate: LineGate::default(),
         };
         e.install(settings.enabled_jails().cloned().map(Arc::new).collect());
         e
@@ -288,6 +326,9 @@ impl Engine {
                 self.router.add_pattern(i, re.clone());
             }
         }
+        let settings: Vec<Arc<JailSettings>> =
+            self.jails.iter().map(|j| j.settings.clone()).collect();
+        self.gate = LineGate::new(line_literals(&settings));
         old.into_values().collect()
     }
 
@@ -352,6 +393,12 @@ impl Engine {
             jails: self.jails.iter().map(|j| j.settings.clone()).collect(),
             router: self.router.clone(),
         }
+    }
+
+    /// Whether a raw line may matter to some jail ([`LineGate`]): when not,
+    /// it need not even be parsed.
+    pub fn admits(&self, line: &[u8]) -> bool {
+        self.gate.admits(line)
     }
 
     /// Whether any jail listens to `program` (cheap pre-check).

@@ -262,22 +262,6 @@ fn context(reference: SystemTime) -> ParseContext {
     }
 }
 
-/// Skips lines no jail can match: an Aho-Corasick automaton over the union
-/// of the literals the filters require (see [`Matcher::line_literals`]). A
-/// line without any of them is counted but never parsed, which is most of a
-/// real log (cron, dhcpcd, web servers). `None` when some filter has a
-/// pattern without such a literal: then every line is parsed.
-fn line_gate(matcher: &Matcher) -> Option<aho_corasick::AhoCorasick> {
-    let lits = matcher.line_literals()?;
-    if lits.is_empty() {
-        return None;
-    }
-    aho_corasick::AhoCorasick::builder()
-        .match_kind(aho_corasick::MatchKind::LeftmostFirst)
-        .build(&lits)
-        .ok()
-}
-
 /// Non-blank lines of `text`.
 fn count_lines(text: &[u8]) -> u64 {
     let mut n = 0;
@@ -489,7 +473,8 @@ pub fn replay<R: Read + Send>(
         .max(1);
     let mut engine = Engine::new(settings, Metrics::new());
     let matcher = engine.matcher();
-    let gate = line_gate(&matcher);
+    // Lines without any literal a filter requires are counted, not parsed.
+    let gate = crate::engine::LineGate::new(matcher.line_literals());
     let mut summary = Summary {
         threads,
         ..Default::default()
@@ -504,7 +489,7 @@ pub fn replay<R: Read + Send>(
             let rx = chunk_rx.clone();
             let tx = done_tx.clone();
             let m = matcher.clone();
-            let gate = gate.as_ref();
+            let gate = gate.automaton();
             s.spawn(move || loop {
                 // The lock is held only to take a chunk, not to match it.
                 let next = rx.lock().map(|r| r.recv());

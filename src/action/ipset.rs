@@ -43,6 +43,9 @@ fn inet(family: Family) -> &'static str {
     }
 }
 
+/// The elements of one batch for one set: (set, is IPv6, elements in order).
+type SetBatch = (String, bool, Vec<(IpAddr, SetOp)>);
+
 /// `iptables-ipset`.
 #[derive(Default)]
 pub struct IpsetBackend {
@@ -115,7 +118,8 @@ impl IpsetBackend {
     /// A batch over netlink: one message per set and run of adds or deletes.
     fn apply_netlink(&mut self, batch: &[Request]) -> std::io::Result<()> {
         let now = std::time::SystemTime::now();
-        let mut per_set: Vec<(String, bool, Vec<(IpAddr, SetOp)>)> = Vec::new();
+        // (set, is IPv6, its elements in batch order)
+        let mut per_set: Vec<SetBatch> = Vec::new();
         for r in batch {
             let family = Family::of(r.ban.ip);
             let set = set_name(&r.action, family);

@@ -16,10 +16,11 @@
 #            TCP connect from the banned address to port 22 that the kernel
 #            refuses (a local route makes 10.200.0.0/16 the namespace's own,
 #            so the probe can send from each attacker address; a listener
-#            accepts connects until the ban is in). Probes run back to back,
-#            about 0.05-0.1 ms apart.
+#            accepts connects until the ban is in). Probes are PROBE_GAP
+#            (0.2 ms) apart plus their own ~0.1 ms, so the probe loop does
+#            not take a whole core from the daemon on a 2-core machine.
 #
-# BIN (default target/release/banstream), LOADGEN, N, RATE, GAP override.
+# BIN (default target/release/banstream), LOADGEN, N, RATE, GAP, PROBE_GAP override.
 set -euo pipefail
 KIND=${1:-nftables}
 BIN=${BIN:-target/release/banstream}
@@ -27,6 +28,7 @@ LOADGEN=${LOADGEN:-target/release/banstream-loadgen}
 N=${N:-300}
 RATE=${RATE:-50000}
 GAP=${GAP:-0.02}
+PROBE_GAP=${PROBE_GAP:-0.0002}
 NS=bs-lat-$$
 D=$(mktemp -d "/tmp/banstream-lat-$$.XXXX")
 PID=
@@ -80,10 +82,10 @@ ip netns exec "$NS" "$LOADGEN" send --udp 127.0.0.1:5514 --rate "$RATE" --second
 LG=$!
 sleep 1
 
-ip netns exec "$NS" python3 - "$N" "$GAP" <<'PY'
+ip netns exec "$NS" python3 - "$N" "$GAP" "$PROBE_GAP" <<'PY'
 import errno, select, socket, struct, sys, threading, time
 
-n, gap = int(sys.argv[1]), float(sys.argv[2])
+n, gap, probe_gap = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 lst = socket.socket()
 lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 lst.bind(("0.0.0.0", 22))
@@ -125,6 +127,8 @@ for i in range(n):
     tx.sendto(msg.encode(), ("127.0.0.1", 5514))
     while passes(ip):
         probes += 1
+        if probe_gap > 0:
+            time.sleep(probe_gap)
         if time.perf_counter_ns() - t0 > 5e9:
             missed += 1
             break

@@ -31,9 +31,19 @@ struct JailMetrics {
     active: IntGauge,
     unattributed: IntCounter,
     ignored: IntCounter,
+    evictions: IntCounter,
 }
 
 impl JailMetrics {
+    /// Brings `banstream_window_evictions_total` up to the window's count
+    /// (an atomic load when nothing was evicted).
+    fn sync_evictions(&self, window: &crate::jail::window::WindowCounter) {
+        let (seen, shown) = (window.evictions(), self.evictions.get());
+        if seen > shown {
+            self.evictions.inc_by(seen - shown);
+        }
+    }
+
     fn new(m: &Metrics, jail: &str) -> Self {
         JailMetrics {
             failures: m.failures.with_label_values(&[jail]),
@@ -42,6 +52,7 @@ impl JailMetrics {
             active: m.bans_active.with_label_values(&[jail]),
             unattributed: m.unattributed.with_label_values(&[jail]),
             ignored: m.ignored.with_label_values(&[jail]),
+            evictions: m.evictions.with_label_values(&[jail]),
         }
     }
 }
@@ -453,9 +464,14 @@ impl Engine {
             Observation::Nothing | Observation::AlreadyBanned(_) => {}
             Observation::Unattributed => m.unattributed.inc(),
             Observation::Ignored(_) => m.ignored.inc(),
-            Observation::Counted { .. } => m.failures.inc(),
+            Observation::Counted { .. } => {
+                m.failures.inc();
+                // A new address may have pushed the stalest out.
+                m.sync_evictions(self.jails[i].window());
+            }
             Observation::Offense { ip, failures } => {
                 m.failures.inc();
+                m.sync_evictions(self.jails[i].window());
                 let _ = self.ban_in(i, ip, failures, BanOrigin::Stream, now);
             }
         }
@@ -560,13 +576,8 @@ impl Engine {
         for j in &mut self.jails {
             j.expire(now);
         }
-        let m = &self.metrics;
-        for j in &self.jails {
-            let c = m.evictions.with_label_values(&[j.name().as_str()]);
-            let seen = j.window().evictions();
-            if seen > c.get() {
-                c.inc_by(seen - c.get());
-            }
+        for (j, m) in self.jails.iter().zip(&self.metrics_by_jail) {
+            m.sync_evictions(j.window());
         }
     }
 

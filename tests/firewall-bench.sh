@@ -3,7 +3,7 @@
 # namespace of its own (the host's firewall is never touched).
 #
 #   tests/firewall-bench.sh latency nftables   300 single bans, one logger call each
-#   tests/firewall-bench.sh bulk iptables-ipset  20,000 bans sent at once
+#   tests/firewall-bench.sh bulk iptables-ipset  20,000 bans sent at once (N up to 131,070)
 #
 # BIN (default target/release/banstream), N (count) override.
 set -eu
@@ -68,7 +68,10 @@ else
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 for i in range(int(sys.argv[2])):
-    line = f"<38>Nov 24 14:00:01 sshd[7]: Failed password for root from 198.19.{i // 250}.{i % 250 + 1} port 4711 ssh2"
+    # 198.18.0.0/15: room for 131,070 distinct addresses.
+    a = 0xC6120001 + i
+    ip = f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}"
+    line = f"<38>Nov 24 14:00:01 sshd[7]: Failed password for root from {ip} port 4711 ssh2"
     s.sendto(line.encode(), sys.argv[1])
 PY
     T1=$(date +%s.%N)

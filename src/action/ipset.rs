@@ -3,13 +3,17 @@
 //! per-element timeouts, referenced by one iptables rule per protocol and
 //! port group (`-m set --match-set f2b-<name> src -j <blocktype>`).
 //!
-//! Bans and unbans are set operations, a whole batch in one `ipset restore
-//! -exist`: adding a present address refreshes its timeout and deleting an
-//! absent one is a no-op, so a batch can always be repeated. Each element
+//! Bans and unbans are set operations, a whole batch sent to the kernel
+//! over netlink in-process ([`super::ipset_nl`]), or in one `ipset restore
+//! -exist` when netlink is refused: adding a present address refreshes its
+//! timeout and deleting an absent one is a no-op, so a batch can always be
+//! repeated. Each element
 //! carries the ban's remaining time, so bans still end if banstream dies.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 
+use super::ipset_nl::{IpsetNl, SetOp};
 use super::iptables::{blocktype, has_pair, match_specs, spec, Xt};
 use super::run::{argv, run, run_for, COMMAND_TIMEOUT};
 use super::{kernel_timeout, ActionError, Backend, Family, JailAction, Op, Request};
@@ -39,12 +43,18 @@ fn inet(family: Family) -> &'static str {
     }
 }
 
+/// The elements of one batch for one set: (set, is IPv6, elements in order).
+type SetBatch = (String, bool, Vec<(IpAddr, SetOp)>);
+
 /// `iptables-ipset`.
 #[derive(Default)]
 pub struct IpsetBackend {
     xt: Option<Xt>,
     /// Sets created or adopted by this run.
     sets: HashSet<String>,
+    /// The in-process path; `None` after it failed once (then `ipset
+    /// restore` is run per batch).
+    nl: Option<IpsetNl>,
 }
 
 impl IpsetBackend {
@@ -104,37 +114,41 @@ impl IpsetBackend {
             ),
         })
     }
-}
 
-impl Backend for IpsetBackend {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
-
-    fn init(&mut self) -> Result<(), ActionError> {
-        self.xt()?;
-        run_for(KIND, &argv(&["ipset", "version"]), None).map(|_| ())
-    }
-
-    fn start(&mut self, a: &JailAction, family: Family) -> Result<(), ActionError> {
-        let set = set_name(a, family);
-        self.ensure_set(&set, family)?;
-        let target = format!(
-            "-m set --match-set {set} src -j {}",
-            blocktype(&a.blocktype, family)
-        );
-        let desired: Vec<String> = match_specs(&a.ports, a.protocol)
-            .iter()
-            .map(|m| spec(m, &target))
-            .collect();
-        self.xt()?.reconcile_refs(family, &a.chain, &desired, |t| {
-            has_pair(t, "--match-set", &set)
-        })?;
-        self.sets.insert(set);
+    /// A batch over netlink: one message per set and run of adds or deletes.
+    fn apply_netlink(&mut self, batch: &[Request]) -> std::io::Result<()> {
+        let now = std::time::SystemTime::now();
+        // (set, is IPv6, its elements in batch order)
+        let mut per_set: Vec<SetBatch> = Vec::new();
+        for r in batch {
+            let family = Family::of(r.ban.ip);
+            let set = set_name(&r.action, family);
+            let op = match r.op {
+                Op::Ban => SetOp::Add(
+                    kernel_timeout(&r.ban, now)
+                        .filter(|t| *t <= MAX_TIMEOUT)
+                        .unwrap_or(0) as u32,
+                ),
+                // A set that was never created has nothing to delete.
+                Op::Unban if !self.sets.contains(&set) => continue,
+                Op::Unban => SetOp::Del,
+            };
+            match per_set.iter_mut().find(|(s, _, _)| *s == set) {
+                Some((_, _, v)) => v.push((r.ban.ip, op)),
+                None => per_set.push((set, family == Family::V6, vec![(r.ban.ip, op)])),
+            }
+        }
+        let Some(nl) = self.nl.as_mut() else {
+            return Err(std::io::Error::other("no netlink socket"));
+        };
+        for (set, v6, elems) in &per_set {
+            nl.apply(set, *v6, elems)?;
+        }
         Ok(())
     }
 
-    fn apply(&mut self, batch: &[Request]) -> Result<(), ActionError> {
+    /// A batch through one `ipset restore -exist`.
+    fn apply_restore(&mut self, batch: &[Request]) -> Result<(), ActionError> {
         let mut script = String::with_capacity(batch.len() * 40);
         let now = std::time::SystemTime::now();
         for r in batch {
@@ -164,6 +178,59 @@ impl Backend for IpsetBackend {
             Some(script.as_bytes()),
         )
         .map(|_| ())
+    }
+}
+
+impl Backend for IpsetBackend {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn init(&mut self) -> Result<(), ActionError> {
+        self.xt()?;
+        run_for(KIND, &argv(&["ipset", "version"]), None)?;
+        self.nl = match IpsetNl::open() {
+            Ok(nl) => Some(nl),
+            Err(e) => {
+                tracing::info!(
+                    "ipset netlink socket refused ({e}): running ipset restore per batch"
+                );
+                None
+            }
+        };
+        Ok(())
+    }
+
+    fn start(&mut self, a: &JailAction, family: Family) -> Result<(), ActionError> {
+        let set = set_name(a, family);
+        self.ensure_set(&set, family)?;
+        let target = format!(
+            "-m set --match-set {set} src -j {}",
+            blocktype(&a.blocktype, family)
+        );
+        let desired: Vec<String> = match_specs(&a.ports, a.protocol)
+            .iter()
+            .map(|m| spec(m, &target))
+            .collect();
+        self.xt()?.reconcile_refs(family, &a.chain, &desired, |t| {
+            has_pair(t, "--match-set", &set)
+        })?;
+        self.sets.insert(set);
+        Ok(())
+    }
+
+    fn apply(&mut self, batch: &[Request]) -> Result<(), ActionError> {
+        if self.nl.is_some() {
+            match self.apply_netlink(batch) {
+                Ok(()) => return Ok(()),
+                // The batch is idempotent: `ipset restore` repeats it whole.
+                Err(e) => {
+                    tracing::warn!("ipset over netlink failed, falling back to ipset restore: {e}");
+                    self.nl = None;
+                }
+            }
+        }
+        self.apply_restore(batch)
     }
 
     fn stop(&mut self, a: &JailAction, family: Family) -> Result<(), ActionError> {

@@ -37,6 +37,7 @@
 
 pub mod command;
 pub mod ipset;
+pub mod ipset_nl;
 pub mod iptables;
 pub mod libnft;
 pub mod log;

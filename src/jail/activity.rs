@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lru::LruCache;
@@ -128,10 +127,8 @@ impl Activity {
     pub fn keep_lines(&mut self, per_address: usize) {
         self.per_address = per_address.min(MAX_LINES_PER_ADDRESS);
         match (self.per_address > 0, self.lines.is_some()) {
-            (true, false) => {
-                let cap = NonZeroUsize::new(LINE_ADDRESSES).unwrap_or(NonZeroUsize::MIN);
-                self.lines = Some(LruCache::new(cap));
-            }
+            // Capped in `line`, so the table grows as addresses come.
+            (true, false) => self.lines = Some(LruCache::unbounded()),
             (false, true) => self.lines = None,
             _ => {}
         }
@@ -169,6 +166,9 @@ impl Activity {
         let kept = cut(&text, LINE_BYTES).len();
         let dropped = text.len() - kept;
         text.truncate(kept);
+        if lines.len() >= LINE_ADDRESSES && !lines.contains(&ip) {
+            lines.pop_lru();
+        }
         let q = lines.get_or_insert_mut(ip, VecDeque::new);
         while q.len() >= self.per_address.max(1) {
             q.pop_front();

@@ -9,7 +9,6 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lru::LruCache;
@@ -60,7 +59,9 @@ pub struct Sessions {
 impl Default for Sessions {
     fn default() -> Self {
         Sessions {
-            map: LruCache::new(NonZeroUsize::new(SESSION_CAP).unwrap_or(NonZeroUsize::MIN)),
+            // Capped in `touch`, so the table grows as sessions come instead
+            // of being allocated whole at start.
+            map: LruCache::unbounded(),
             hasher: RandomState::new(),
         }
     }
@@ -84,6 +85,9 @@ impl Sessions {
     /// silent for longer than [`SESSION_TTL`]).
     fn touch(&mut self, key: u64, now: SystemTime) -> &mut Session {
         let now_ms = ms(now);
+        if self.map.len() >= SESSION_CAP && !self.map.contains(&key) {
+            self.map.pop_lru();
+        }
         let s = self.map.get_or_insert_mut(key, || Session::new(now_ms));
         if now_ms.saturating_sub(s.last_ms) > SESSION_TTL.as_millis() as u64 {
             *s = Session::new(now_ms);

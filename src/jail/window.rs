@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lru::LruCache;
@@ -24,15 +23,19 @@ fn millis(t: SystemTime) -> u64 {
 /// Failure counts per address for one jail.
 #[derive(Debug)]
 pub struct WindowCounter {
+    // Unbounded to the lru crate, capped here: `LruCache::new(cap)` would
+    // allocate the whole table up front (megabytes per jail at idle).
     entries: LruCache<IpAddr, VecDeque<u64>>,
+    cap: usize,
     evictions: u64,
 }
 
 impl WindowCounter {
-    /// A counter tracking at most `cap` addresses.
+    /// A counter tracking at most `cap` addresses; it grows as they come.
     pub fn new(cap: usize) -> Self {
         WindowCounter {
-            entries: LruCache::new(NonZeroUsize::new(cap.max(1)).unwrap_or(NonZeroUsize::MIN)),
+            entries: LruCache::unbounded(),
+            cap: cap.max(1),
             evictions: 0,
         }
     }
@@ -50,7 +53,9 @@ impl WindowCounter {
         let now_ms = millis(now);
         let horizon = now_ms.saturating_sub(findtime.as_millis() as u64);
         let keep = maxretry.max(1) as usize;
-        if !self.entries.contains(&key) && self.entries.len() == self.entries.cap().get() {
+        // The length test first: the extra lookup only happens at the cap.
+        if self.entries.len() >= self.cap && !self.entries.contains(&key) {
+            self.entries.pop_lru();
             self.evictions += 1;
         }
         let times = self.entries.get_or_insert_mut(key, VecDeque::new);

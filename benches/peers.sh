@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Whole-pipeline throughput against the peers, on the same corpus in the
 # same run: banstream replay (sshd, pam-generic, named-refused and
-# ufw-port-scan, the default jails), sshguard's sshg-parser, fail2ban-rs'
-# dry-run (sshd) and fail2ban-regex (sshd filter). Prints lines/s per tool
-# and banstream's ratio to each.
+# ufw-port-scan, the default jails; then the sshd jail alone), sshguard's
+# sshg-parser, fail2ban-rs' dry-run (sshd) and fail2ban-regex (sshd
+# filter). Prints lines/s per tool and banstream's ratio to each.
 #
 #   cargo build --release
 #   bash benches/peers.sh [LINES]              # default 1000000
@@ -54,6 +54,11 @@ t=$(best "$RUNS" "$BIN" replay -c "$dir/banstream.toml" "$dir/corpus.log")
 report "banstream replay (4 jails)" "$t"
 "$BIN" replay -c "$dir/banstream.toml" "$dir/corpus.log" | tail -7 | sed 's/^/    /'
 
+# Like for like with fail2ban-rs: the sshd jail alone.
+printf '[jail.pam-generic]\nenabled = false\n[jail.named-refused]\nenabled = false\n[jail.ufw-port-scan]\nenabled = false\n' > "$dir/sshd-only.toml"
+t=$(best "$RUNS" "$BIN" replay -c "$dir/sshd-only.toml" "$dir/corpus.log")
+report "banstream replay (sshd only)" "$t"
+
 if [ -x "$SSHG" ]; then
     t=$(best "$RUNS" sh -c "\"$SSHG\" < \"$dir/corpus.log\"")
     report "sshguard sshg-parser (all)" "$t"
@@ -84,10 +89,13 @@ else
 fi
 
 echo
-b=${rate["banstream replay (4 jails)"]}
-for k in "${!rate[@]}"; do
-    [ "$k" = "banstream replay (4 jails)" ] && continue
-    awk -v a="$b" -v p="${rate[$k]}" -v k="$k" 'BEGIN{printf "banstream / %-30s %6.2fx\n", k, a/p}'
+for ours in "banstream replay (4 jails)" "banstream replay (sshd only)"; do
+    b=${rate[$ours]}
+    for k in "${!rate[@]}"; do
+        case "$k" in banstream*) continue ;; esac
+        awk -v a="$b" -v p="${rate[$k]}" -v k="$k" -v o="$ours" \
+            'BEGIN{printf "%-28s / %-30s %6.2fx\n", o, k, a/p}'
+    done
 done
 
 if [ "${PERF:-0}" = 1 ] && command -v perf > /dev/null; then

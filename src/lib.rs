@@ -15,7 +15,8 @@
 //!    force, ban history and the ban log, restored at start.
 //!
 //! [`engine`] runs stages 2–5 synchronously for one event (shared by the
-//! daemon and `replay`); [`daemon`] wires everything with channels;
+//! daemon and `replay`), after its line gate has skipped lines holding none
+//! of the literals the filters require; [`daemon`] wires everything with channels;
 //! [`control`] and [`http`] observe it; [`telemetry`] logs and counts;
 //! [`config`] reads the TOML layers (and an existing fail2ban tree) into
 //! runtime settings; [`service`] sets up logging and drops root before any

@@ -99,6 +99,42 @@ fn step(dfa: &DFA, cache: &mut Cache, sid: &mut LazyStateID, byte: Option<u8>) -
     })
 }
 
+/// Runs a DFA over all of `hay` (backwards when not `forward`) and writes
+/// every position where a match ends (forward) or starts (backward) into
+/// `out`; returns how many, or `None` when there are more than it holds or
+/// the DFA gave up.
+fn run(
+    dfa: &DFA,
+    cache: &mut Cache,
+    mut sid: LazyStateID,
+    hay: &[u8],
+    forward: bool,
+    out: &mut [usize; MAX_PAIRS],
+) -> Option<usize> {
+    let mut n = 0;
+    let mut push = |at: usize| -> Option<()> {
+        *out.get_mut(n)? = at;
+        n += 1;
+        Some(())
+    };
+    // Match states are reported one byte late: being in one after reading
+    // the byte at i means a match ended at i (forward) or began at i + 1
+    // (backward); the end-of-input step reports the last position.
+    let len = hay.len();
+    for k in 0..len {
+        let i = if forward { k } else { len - 1 - k };
+        match step(dfa, cache, &mut sid, Some(hay[i]))? {
+            Step::Match => push(if forward { i } else { i + 1 })?,
+            Step::Dead => return Some(n),
+            Step::Go => {}
+        }
+    }
+    if matches!(step(dfa, cache, &mut sid, None)?, Step::Match) {
+        push(if forward { len } else { 0 })?;
+    }
+    Some(n)
+}
+
 impl HostLocator {
     /// Builds the locator for an expanded pattern, or `None` when the
     /// pattern does not have the `^A(?P<host>H)B$` shape (or its parts
@@ -162,51 +198,13 @@ impl HostLocator {
         let hay = msg.as_bytes();
         let mut guard = self.caches.get();
         let (hc, tc) = &mut *guard;
-        let mut starts = [0usize; MAX_PAIRS];
-        let mut ns = 0;
         let input = Input::new(hay).anchored(Anchored::Yes);
-        // Match states are reported one byte late: being in one after
-        // reading byte i means a match ended at i.
-        let mut sid = self.head.start_state_forward(hc, &input).ok()?;
-        let mut dead = false;
-        for (i, &b) in hay.iter().enumerate() {
-            match step(&self.head, hc, &mut sid, Some(b))? {
-                Step::Match => {
-                    *starts.get_mut(ns)? = i;
-                    ns += 1;
-                }
-                Step::Dead => {
-                    dead = true;
-                    break;
-                }
-                Step::Go => {}
-            }
-        }
-        if !dead && matches!(step(&self.head, hc, &mut sid, None)?, Step::Match) {
-            *starts.get_mut(ns)? = hay.len();
-            ns += 1;
-        }
+        let mut starts = [0usize; MAX_PAIRS];
+        let sid = self.head.start_state_forward(hc, &input).ok()?;
+        let ns = run(&self.head, hc, sid, hay, true, &mut starts)?;
         let mut ends = [0usize; MAX_PAIRS];
-        let mut ne = 0;
-        let mut sid = self.tail.start_state_reverse(tc, &input).ok()?;
-        let mut dead = false;
-        for i in (0..hay.len()).rev() {
-            match step(&self.tail, tc, &mut sid, Some(hay[i]))? {
-                Step::Match => {
-                    *ends.get_mut(ne)? = i + 1;
-                    ne += 1;
-                }
-                Step::Dead => {
-                    dead = true;
-                    break;
-                }
-                Step::Go => {}
-            }
-        }
-        if !dead && matches!(step(&self.tail, tc, &mut sid, None)?, Step::Match) {
-            *ends.get_mut(ne)? = 0;
-            ne += 1;
-        }
+        let sid = self.tail.start_state_reverse(tc, &input).ok()?;
+        let ne = run(&self.tail, tc, sid, hay, false, &mut ends)?;
         drop(guard);
         let (starts, ends) = (&starts[..ns], &ends[..ne]);
         // The whole pattern matched, so some pair is valid: with a single

@@ -457,21 +457,27 @@ impl Filter {
                         };
                     }
                 }
-                let Some(caps) = f.re.captures(msg) else {
-                    continue;
-                };
-                if self.ignore.iter().any(|r| r.is_match(msg)) {
-                    return Verdict::Ignored { regex: i };
+                if let Some(v) = self.by_captures(i, msg) {
+                    return v;
                 }
-                let named = |g: &str| caps.name(g).map(|m| m.as_str()).filter(|u| !u.is_empty());
-                return Verdict::Hit {
-                    regex: i,
-                    host: caps.name("host").map(|m| m.as_str()),
-                    user: named("user").or_else(|| named("alt_user")),
-                    kind: f.kind,
-                };
             }
             Verdict::Miss
+        })
+    }
+
+    /// The verdict of failregex `i` from the capture engine (`None`: no match).
+    fn by_captures<'t>(&self, i: usize, msg: &'t str) -> Option<Verdict<'t>> {
+        let f = self.fail.get(i)?;
+        let caps = f.re.captures(msg)?;
+        if self.ignore.iter().any(|r| r.is_match(msg)) {
+            return Some(Verdict::Ignored { regex: i });
+        }
+        let named = |g: &str| caps.name(g).map(|m| m.as_str()).filter(|u| !u.is_empty());
+        Some(Verdict::Hit {
+            regex: i,
+            host: caps.name("host").map(|m| m.as_str()),
+            user: named("user").or_else(|| named("alt_user")),
+            kind: f.kind,
         })
     }
 }
@@ -482,22 +488,9 @@ mod tests {
 
     /// What `check` returned before the host locator: captures only.
     fn check_by_captures<'t>(f: &Filter, msg: &'t str) -> Verdict<'t> {
-        for (i, r) in f.fail.iter().enumerate() {
-            let Some(caps) = r.re.captures(msg) else {
-                continue;
-            };
-            if f.ignore.iter().any(|r| r.is_match(msg)) {
-                return Verdict::Ignored { regex: i };
-            }
-            let named = |g: &str| caps.name(g).map(|m| m.as_str()).filter(|u| !u.is_empty());
-            return Verdict::Hit {
-                regex: i,
-                host: caps.name("host").map(|m| m.as_str()),
-                user: named("user").or_else(|| named("alt_user")),
-                kind: r.kind,
-            };
-        }
-        Verdict::Miss
+        (0..f.fail.len())
+            .find_map(|i| f.by_captures(i, msg))
+            .unwrap_or(Verdict::Miss)
     }
 
     #[test]

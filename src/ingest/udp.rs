@@ -166,7 +166,8 @@ impl RecvBatch {
                 fd,
                 hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                // c_int on glibc, c_uint on musl.
+                (libc::MSG_DONTWAIT | libc::MSG_TRUNC) as _,
                 std::ptr::null_mut(),
             )
         };

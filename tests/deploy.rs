@@ -358,10 +358,11 @@ fn static_musl_release_build() {
         "target x86_64-unknown-linux-musl not installed (rustup target add x86_64-unknown-linux-musl; .ci/run tries)"
     );
     // A full release build of every dependency: minutes on 2 cores. CI
-    // (CI=true) runs it; elsewhere ask for it.
+    // (CI=true) runs it; elsewhere ask for it. Not a BANSTREAM_* name:
+    // those are configuration layers, which the daemon would refuse.
     crate::require!(
-        std::env::var_os("CI").is_some() || std::env::var_os("BANSTREAM_TEST_STATIC").is_some(),
-        "the static release build runs in CI, or with BANSTREAM_TEST_STATIC=1"
+        std::env::var_os("CI").is_some() || std::env::var_os("TEST_STATIC_MUSL").is_some(),
+        "the static release build runs in CI, or with TEST_STATIC_MUSL=1"
     );
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Its own target directory: the test binary's build holds target/.
@@ -413,7 +414,12 @@ fn static_musl_release_build() {
         .arg(root.join("conf/banstream.toml"))
         .output()
         .unwrap();
-    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    assert!(
+        c.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&c.stdout),
+        String::from_utf8_lossy(&c.stderr)
+    );
 }
 
 // ---------------------------------------------------------------- APKBUILD

@@ -88,12 +88,6 @@ impl Matcher {
         self.router.routes(program)
     }
 
-    /// Literals one of which every line some jail can match contains (the
-    /// union over the filters), or `None` when a filter cannot promise that.
-    pub fn line_literals(&self) -> Option<Vec<Vec<u8>>> {
-        line_literals(&self.jails)
-    }
-
     /// The verdicts of one event, as `(jail index, verdict)`, misses left out.
     /// Indices are those of the [`Engine`] the matcher was taken from.
     pub fn examine<'t>(&self, ev: &Event<'t>, out: &mut Vec<(usize, Verdict<'t>)>) {
@@ -106,7 +100,9 @@ impl Matcher {
     }
 }
 
-fn line_literals(jails: &[Arc<JailSettings>]) -> Option<Vec<Vec<u8>>> {
+/// Literals one of which every line some jail can match contains (the
+/// union over the filters), or `None` when a filter cannot promise that.
+fn line_literals<'a>(jails: impl Iterator<Item = &'a JailSettings>) -> Option<Vec<Vec<u8>>> {
     let mut all = Vec::new();
     for j in jails {
         if let JailKind::Filter(f) = &j.kind {
@@ -337,9 +333,7 @@ impl Engine {
                 self.router.add_pattern(i, re.clone());
             }
         }
-        let settings: Vec<Arc<JailSettings>> =
-            self.jails.iter().map(|j| j.settings.clone()).collect();
-        self.gate = LineGate::new(line_literals(&settings));
+        self.gate = LineGate::new(line_literals(self.jails.iter().map(|j| &*j.settings)));
         old.into_values().collect()
     }
 
@@ -410,6 +404,11 @@ impl Engine {
     /// it need not even be parsed.
     pub fn admits(&self, line: &[u8]) -> bool {
         self.gate.admits(line)
+    }
+
+    /// The line gate of the current jails (`replay` hands it to its matchers).
+    pub fn gate(&self) -> &LineGate {
+        &self.gate
     }
 
     /// Whether any jail listens to `program` (cheap pre-check).

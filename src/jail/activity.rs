@@ -166,10 +166,7 @@ impl Activity {
         let kept = cut(&text, LINE_BYTES).len();
         let dropped = text.len() - kept;
         text.truncate(kept);
-        if lines.len() >= LINE_ADDRESSES && !lines.contains(&ip) {
-            lines.pop_lru();
-        }
-        let q = lines.get_or_insert_mut(ip, VecDeque::new);
+        let (q, _) = super::capped_entry(lines, LINE_ADDRESSES, ip, VecDeque::new);
         while q.len() >= self.per_address.max(1) {
             q.pop_front();
         }

@@ -26,6 +26,24 @@ use activity::Activity;
 use session::Sessions;
 use window::WindowCounter;
 
+/// The entry of `key` in an LRU table held to `cap` entries by hand: the
+/// table is created unbounded, because `LruCache::new(cap)` allocates all
+/// of it up front (megabytes per jail at idle), and grows as keys come. A
+/// new key at the cap first evicts the stalest; the flag says whether it did.
+fn capped_entry<K, V>(
+    map: &mut lru::LruCache<K, V>,
+    cap: usize,
+    key: K,
+    new: impl FnOnce() -> V,
+) -> (&mut V, bool)
+where
+    K: std::hash::Hash + Eq,
+{
+    // The length test first: the extra lookup only happens at the cap.
+    let evicted = map.len() >= cap && !map.contains(&key) && map.pop_lru().is_some();
+    (map.get_or_insert_mut(key, new), evicted)
+}
+
 /// A jail's name: short, and safe to use in firewall object names.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JailName(Arc<str>);

@@ -59,8 +59,7 @@ pub struct Sessions {
 impl Default for Sessions {
     fn default() -> Self {
         Sessions {
-            // Capped in `touch`, so the table grows as sessions come instead
-            // of being allocated whole at start.
+            // Capped in `touch` (see `capped_entry`).
             map: LruCache::unbounded(),
             hasher: RandomState::new(),
         }
@@ -85,10 +84,7 @@ impl Sessions {
     /// silent for longer than [`SESSION_TTL`]).
     fn touch(&mut self, key: u64, now: SystemTime) -> &mut Session {
         let now_ms = ms(now);
-        if self.map.len() >= SESSION_CAP && !self.map.contains(&key) {
-            self.map.pop_lru();
-        }
-        let s = self.map.get_or_insert_mut(key, || Session::new(now_ms));
+        let (s, _) = super::capped_entry(&mut self.map, SESSION_CAP, key, || Session::new(now_ms));
         if now_ms.saturating_sub(s.last_ms) > SESSION_TTL.as_millis() as u64 {
             *s = Session::new(now_ms);
         }

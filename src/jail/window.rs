@@ -23,8 +23,7 @@ fn millis(t: SystemTime) -> u64 {
 /// Failure counts per address for one jail.
 #[derive(Debug)]
 pub struct WindowCounter {
-    // Unbounded to the lru crate, capped here: `LruCache::new(cap)` would
-    // allocate the whole table up front (megabytes per jail at idle).
+    // Unbounded to the lru crate, capped by `capped_entry`.
     entries: LruCache<IpAddr, VecDeque<u64>>,
     cap: usize,
     evictions: u64,
@@ -53,12 +52,8 @@ impl WindowCounter {
         let now_ms = millis(now);
         let horizon = now_ms.saturating_sub(findtime.as_millis() as u64);
         let keep = maxretry.max(1) as usize;
-        // The length test first: the extra lookup only happens at the cap.
-        if self.entries.len() >= self.cap && !self.entries.contains(&key) {
-            self.entries.pop_lru();
-            self.evictions += 1;
-        }
-        let times = self.entries.get_or_insert_mut(key, VecDeque::new);
+        let (times, evicted) = super::capped_entry(&mut self.entries, self.cap, key, VecDeque::new);
+        self.evictions += u64::from(evicted);
         // Expired entries go first; a time slightly in the past (reordered
         // lines in replay) still counts if it is inside the window.
         while times.front().is_some_and(|t| *t <= horizon) {

@@ -474,7 +474,7 @@ pub fn replay<R: Read + Send>(
     let mut engine = Engine::new(settings, Metrics::new());
     let matcher = engine.matcher();
     // Lines without any literal a filter requires are counted, not parsed.
-    let gate = crate::engine::LineGate::new(matcher.line_literals());
+    let gate = engine.gate().clone();
     let mut summary = Summary {
         threads,
         ..Default::default()

@@ -1,22 +1,25 @@
-//! Finding the `host` group of a matching failregex with DFAs instead of
-//! the capture engine.
+//! Finding a capture group (`host`, `user`) of a matching failregex with
+//! DFAs instead of the capture engine.
 //!
 //! A hit needs the address the pattern captured. The `regex` crate gets
 //! capture groups from a backtracker that walks the whole NFA per byte; for
 //! the built-in patterns that is several times the cost of deciding the
 //! match, and it dominated replay profiles.
 //!
-//! A failregex `^A(?P<host>H)B$` (anchored at both ends, the host group at
-//! the top level, no other capture group) splits into three parts. Every
-//! match of the whole pattern is a pair of positions `(s, e)` such that
-//! `^A` matches `msg[..s]`, `H` matches `msg[s..e]` and `B$` matches
+//! A failregex `^A(?P<g>G)B$` (anchored at the start, the group at the top
+//! level; other groups are read as plain groups) splits into three parts.
+//! Every match of the whole pattern is a pair of positions `(s, e)` such
+//! that `^A` matches `msg[..s]`, `G` matches `msg[s..e]` and `B$` matches
 //! `msg[e..]`. One forward DFA pass over `^A` (reporting every end) gives
 //! the candidate starts, one reverse DFA pass over `B$` (reporting every
-//! start) the candidate ends. When exactly one pair is valid, it is the
-//! capture every engine must report; whenever there are several (a user
-//! name with "from 1.2.3.4 port 22" in it, say), the caller falls back to
-//! the capture engine, so the priority rules of the pattern still decide.
-//! The answer is therefore always the one `Regex::captures` gives.
+//! start) the candidate ends. A pattern without `$` is read up to the end
+//! of its leftmost-first match, with look-arounds still seeing the bytes
+//! after it (as `regex-automata` does for a search span). When exactly one
+//! pair is valid, it is the capture every engine must report; whenever
+//! there are several (a user name with "from 1.2.3.4 port 22" in it, say),
+//! the caller falls back to the capture engine, so the priority rules of the
+//! pattern still decide. The answer is therefore always the one
+//! `Regex::captures` gives.
 
 use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::hybrid::LazyStateID;
@@ -25,7 +28,7 @@ use regex_automata::util::pool::Pool;
 use regex_automata::{Anchored, Input, MatchKind};
 use std::sync::OnceLock;
 
-use regex_syntax::hir::{Hir, HirKind, Look};
+use regex_syntax::hir::{Capture, Hir, HirKind, Look, Repetition};
 
 /// Candidate pairs checked before giving up on a line.
 const MAX_PAIRS: usize = 16;
@@ -33,29 +36,45 @@ const MAX_PAIRS: usize = 16;
 type CachePool = Pool<(Cache, Cache), Box<dyn Fn() -> (Cache, Cache) + Send + Sync>>;
 
 /// Lazy DFAs (built as lines need states, like the `regex` crate's own)
-/// locating the host group of one pattern.
-pub struct HostLocator {
+/// locating one capture group of one pattern.
+pub struct Locator {
     /// `^A`, forward, every match end.
     head: DFA,
     /// `B$`, reverse, every match start.
     tail: DFA,
     /// Per-thread caches of the two DFAs.
     caches: CachePool,
-    /// `^H$`, for lines with more than one candidate pair.
-    host_hir: Hir,
+    /// `^G$`, for lines with more than one candidate pair.
+    group_hir: Hir,
     /// Built on first need: most lines have one candidate pair, and
     /// compiling it costs more than the two DFAs.
-    host: OnceLock<Option<regex_automata::meta::Regex>>,
-    /// Whether the pattern ends in `$`; if not, [`HostLocator::locate`]
-    /// takes the message cut at the end of the match.
-    end_anchored: bool,
+    group: OnceLock<Option<regex_automata::meta::Regex>>,
 }
 
-impl std::fmt::Debug for HostLocator {
+impl std::fmt::Debug for Locator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostLocator")
-            .field("end_anchored", &self.end_anchored)
-            .finish_non_exhaustive()
+        f.debug_struct("Locator").finish_non_exhaustive()
+    }
+}
+
+/// `hir` with every capture group but `name` turned into a plain group.
+fn keep_group(hir: &Hir, name: &str) -> Hir {
+    match hir.kind() {
+        HirKind::Capture(c) if c.name.as_deref() == Some(name) => Hir::capture(Capture {
+            index: c.index,
+            name: c.name.clone(),
+            sub: Box::new(keep_group(&c.sub, name)),
+        }),
+        HirKind::Capture(c) => keep_group(&c.sub, name),
+        HirKind::Concat(v) => Hir::concat(v.iter().map(|h| keep_group(h, name)).collect()),
+        HirKind::Alternation(v) => {
+            Hir::alternation(v.iter().map(|h| keep_group(h, name)).collect())
+        }
+        HirKind::Repetition(r) => Hir::repetition(Repetition {
+            sub: Box::new(keep_group(&r.sub, name)),
+            ..r.clone()
+        }),
+        _ => hir.clone(),
     }
 }
 
@@ -69,84 +88,126 @@ fn dfa(hir: &Hir, reverse: bool) -> Option<DFA> {
         .build_from_hir(hir)
         .ok()?;
     DFA::builder()
-        .configure(DFA::config().match_kind(MatchKind::All))
+        .configure(
+            // `\b` is read on ASCII; a non-ASCII byte next to one makes the
+            // DFA give up, and the capture engine decides.
+            DFA::config()
+                .match_kind(MatchKind::All)
+                .unicode_word_boundary(true),
+        )
         .build_from_nfa(nfa)
         .ok()
 }
 
-/// Where one DFA pass stands after a byte.
-enum Step {
-    Match,
-    Dead,
-    Go,
+/// The state after `byte` (or the end of input): the unchecked table
+/// lookup when the state is known, the full transition otherwise.
+#[inline(always)]
+fn next(dfa: &DFA, cache: &mut Cache, sid: LazyStateID, byte: Option<u8>) -> Option<LazyStateID> {
+    if let (Some(b), false) = (byte, sid.is_tagged()) {
+        let n = dfa.next_state_untagged(cache, sid, b);
+        if !n.is_unknown() {
+            return Some(n);
+        }
+    }
+    match byte {
+        Some(b) => dfa.next_state(cache, sid, b).ok(),
+        None => dfa.next_eoi_state(cache, sid).ok(),
+    }
 }
 
-fn step(dfa: &DFA, cache: &mut Cache, sid: &mut LazyStateID, byte: Option<u8>) -> Option<Step> {
-    *sid = match byte {
-        Some(b) => dfa.next_state(cache, *sid, b).ok()?,
-        None => dfa.next_eoi_state(cache, *sid).ok()?,
-    };
-    Some(if !sid.is_tagged() {
-        Step::Go
-    } else if sid.is_match() {
-        Step::Match
-    } else if sid.is_dead() {
-        Step::Dead
-    } else if sid.is_quit() {
-        return None;
-    } else {
-        Step::Go
-    })
-}
-
-/// Runs a DFA over all of `hay` (backwards when not `forward`) and writes
-/// every position where a match ends (forward) or starts (backward) into
-/// `out`; returns how many, or `None` when there are more than it holds or
-/// the DFA gave up.
+/// Runs a DFA over `hay[..end]`, forwards from 0 or backwards from `end`,
+/// and writes every position where a match ends (forward) or starts
+/// (backward) into `out`; returns how many, or `None` when there are more
+/// than it holds or the DFA gave up. Look-arounds see the whole of `hay`:
+/// the forward pass ends on the byte after `end` when there is one, and the
+/// backward pass starts from a state that has seen it.
 fn run(
     dfa: &DFA,
     cache: &mut Cache,
-    mut sid: LazyStateID,
+    sid: LazyStateID,
     hay: &[u8],
+    end: usize,
     forward: bool,
     out: &mut [usize; MAX_PAIRS],
 ) -> Option<usize> {
+    let bytes = hay.get(..end)?;
+    if forward {
+        // Being in a match state after the byte at i: a match ended at i.
+        let pass = walk(dfa, cache, sid, bytes.iter().copied().enumerate(), out)?;
+        finish(dfa, cache, pass, hay.get(end).copied(), end, out)
+    } else {
+        // Backwards, a match state after the byte at i: one began at i + 1.
+        let steps = bytes.iter().copied().enumerate().rev();
+        let pass = walk(dfa, cache, sid, steps.map(|(i, b)| (i + 1, b)), out)?;
+        finish(dfa, cache, pass, None, 0, out)
+    }
+}
+
+/// How a pass over the bytes ended: dead (with `n` positions found) or
+/// still going in `sid`.
+enum Pass {
+    Dead(usize),
+    Going(LazyStateID, usize),
+}
+
+/// Feeds `(position, byte)` steps to the DFA, recording the position of
+/// each step that lands in a match state (reported one byte late).
+#[inline(always)]
+fn walk(
+    dfa: &DFA,
+    cache: &mut Cache,
+    mut sid: LazyStateID,
+    steps: impl Iterator<Item = (usize, u8)>,
+    out: &mut [usize; MAX_PAIRS],
+) -> Option<Pass> {
     let mut n = 0;
-    let mut push = |at: usize| -> Option<()> {
-        *out.get_mut(n)? = at;
-        n += 1;
-        Some(())
-    };
-    // Match states are reported one byte late: being in one after reading
-    // the byte at i means a match ended at i (forward) or began at i + 1
-    // (backward); the end-of-input step reports the last position.
-    let len = hay.len();
-    for k in 0..len {
-        let i = if forward { k } else { len - 1 - k };
-        match step(dfa, cache, &mut sid, Some(hay[i]))? {
-            Step::Match => push(if forward { i } else { i + 1 })?,
-            Step::Dead => return Some(n),
-            Step::Go => {}
+    for (at, b) in steps {
+        sid = next(dfa, cache, sid, Some(b))?;
+        if sid.is_tagged() {
+            if sid.is_match() {
+                *out.get_mut(n)? = at;
+                n += 1;
+            } else if sid.is_dead() {
+                return Some(Pass::Dead(n));
+            } else if sid.is_quit() {
+                return None;
+            }
         }
     }
-    if matches!(step(dfa, cache, &mut sid, None)?, Step::Match) {
-        push(if forward { len } else { 0 })?;
+    Some(Pass::Going(sid, n))
+}
+
+/// The last step of a pass: the byte after the span (forward, when there
+/// is one) or the end of input; a match then is at `at`.
+fn finish(
+    dfa: &DFA,
+    cache: &mut Cache,
+    pass: Pass,
+    last: Option<u8>,
+    at: usize,
+    out: &mut [usize; MAX_PAIRS],
+) -> Option<usize> {
+    let (sid, mut n) = match pass {
+        Pass::Dead(n) => return Some(n),
+        Pass::Going(sid, n) => (sid, n),
+    };
+    let sid = next(dfa, cache, sid, last)?;
+    if sid.is_quit() {
+        return None;
+    }
+    if sid.is_match() {
+        *out.get_mut(n)? = at;
+        n += 1;
     }
     Some(n)
 }
 
-impl HostLocator {
-    /// Builds the locator for an expanded pattern, or `None` when the
-    /// pattern does not have the `^A(?P<host>H)B$` shape (or its parts
-    /// would need too large a DFA).
-    pub fn new(pattern: &str) -> Option<HostLocator> {
-        let hir = regex_syntax::ParserBuilder::new()
-            .build()
-            .parse(pattern)
-            .ok()?;
-        if hir.properties().explicit_captures_len() != 1 {
-            return None;
-        }
+impl Locator {
+    /// Builds the locator of group `name` in a parsed pattern, or `None`
+    /// when the pattern does not have the `^A(?P<name>G)B` shape (or its
+    /// parts would need too large a DFA).
+    pub fn new(pattern: &Hir, name: &str) -> Option<Locator> {
+        let hir = keep_group(pattern, name);
         let HirKind::Concat(parts) = hir.kind() else {
             return None;
         };
@@ -154,57 +215,48 @@ impl HostLocator {
         if !is_look(parts.first()?, Look::Start) {
             return None;
         }
-        let end_anchored = is_look(parts.last()?, Look::End);
         let k = parts.iter().position(
-            |p| matches!(p.kind(), HirKind::Capture(c) if c.name.as_deref() == Some("host")),
+            |p| matches!(p.kind(), HirKind::Capture(c) if c.name.as_deref() == Some(name)),
         )?;
         let HirKind::Capture(cap) = parts[k].kind() else {
             return None;
         };
-        let tail_hir = Hir::concat(parts[k + 1..].to_vec());
-        // Without `$` the message is cut at the match's end, which a
-        // look-around in the tail would see as the end of the text.
-        if !end_anchored && !tail_hir.properties().look_set().is_empty() {
-            return None;
-        }
+        let tail = parts[k + 1..].to_vec();
         let head = dfa(&Hir::concat(parts[..k].to_vec()), false)?;
-        let tail = dfa(&tail_hir, true)?;
-        let host_hir = Hir::concat(vec![
+        let tail = dfa(&Hir::concat(tail), true)?;
+        let group_hir = Hir::concat(vec![
             Hir::look(Look::Start),
             (*cap.sub).clone(),
             Hir::look(Look::End),
         ]);
         let (h, t) = (head.clone(), tail.clone());
         let caches: CachePool = Pool::new(Box::new(move || (h.create_cache(), t.create_cache())));
-        Some(HostLocator {
+        Some(Locator {
             head,
             tail,
             caches,
-            host_hir,
-            host: OnceLock::new(),
-            end_anchored,
+            group_hir,
+            group: OnceLock::new(),
         })
     }
 
-    /// Whether the pattern ends in `$`.
-    pub fn end_anchored(&self) -> bool {
-        self.end_anchored
-    }
-
-    /// The byte range of the host group in `msg`, all of which the whole
-    /// pattern is known to match (for a pattern without `$`: `msg` cut at
-    /// the end of the match); `None` when the DFAs cannot decide it alone.
-    pub fn locate(&self, msg: &str) -> Option<(usize, usize)> {
+    /// The byte range of the group in `msg`, given that the whole pattern
+    /// matches `msg[..end]` (the end its leftmost-first match reports);
+    /// `None` when the DFAs cannot decide it alone.
+    pub fn locate(&self, msg: &str, end: usize) -> Option<(usize, usize)> {
         let hay = msg.as_bytes();
+        if end > hay.len() {
+            return None;
+        }
         let mut guard = self.caches.get();
         let (hc, tc) = &mut *guard;
-        let input = Input::new(hay).anchored(Anchored::Yes);
+        let input = Input::new(hay).range(..end).anchored(Anchored::Yes);
         let mut starts = [0usize; MAX_PAIRS];
         let sid = self.head.start_state_forward(hc, &input).ok()?;
-        let ns = run(&self.head, hc, sid, hay, true, &mut starts)?;
+        let ns = run(&self.head, hc, sid, hay, end, true, &mut starts)?;
         let mut ends = [0usize; MAX_PAIRS];
         let sid = self.tail.start_state_reverse(tc, &input).ok()?;
-        let ne = run(&self.tail, tc, sid, hay, false, &mut ends)?;
+        let ne = run(&self.tail, tc, sid, hay, end, false, &mut ends)?;
         drop(guard);
         let (starts, ends) = (&starts[..ns], &ends[..ne]);
         // The whole pattern matched, so some pair is valid: with a single
@@ -215,14 +267,14 @@ impl HostLocator {
         if starts.len() * ends.len() > MAX_PAIRS {
             return None;
         }
-        let host = self
-            .host
+        let group = self
+            .group
             .get_or_init(|| {
                 regex_automata::meta::Builder::new()
                     .configure(
                         regex_automata::meta::Config::new().which_captures(WhichCaptures::None),
                     )
-                    .build_from_hir(&self.host_hir)
+                    .build_from_hir(&self.group_hir)
                     .ok()
             })
             .as_ref()?;
@@ -230,7 +282,7 @@ impl HostLocator {
         for &s in starts {
             for &e in ends.iter().filter(|e| **e >= s) {
                 let part = msg.get(s..e)?;
-                if host.is_match(Input::new(part).anchored(Anchored::Yes)) {
+                if group.is_match(Input::new(part).anchored(Anchored::Yes)) {
                     if found.is_some() {
                         return None; // ambiguous: the capture engine decides
                     }
@@ -246,21 +298,33 @@ impl HostLocator {
 mod tests {
     use super::*;
 
-    /// The locator agrees with the capture engine whenever it answers.
-    fn agree(pattern: &str, lines: &[&str]) -> usize {
+    fn parse(pattern: &str) -> Hir {
+        regex_syntax::Parser::new().parse(pattern).unwrap()
+    }
+
+    fn locator(pattern: &str, group: &str) -> Option<Locator> {
+        Locator::new(&parse(pattern), group)
+    }
+
+    /// The locator of `group` agrees with the capture engine whenever it
+    /// answers; returns how often it answered.
+    fn agree_on(pattern: &str, group: &str, lines: &[&str]) -> usize {
         let re = regex::Regex::new(pattern).unwrap();
-        let loc = HostLocator::new(pattern).expect("pattern has the locator shape");
+        let loc = locator(pattern, group).expect("pattern has the locator shape");
         let mut answered = 0;
         for l in lines {
             let Some(c) = re.captures(l) else { continue };
-            let host = c.name("host").unwrap();
-            let cut = &l[..c.get(0).unwrap().end()];
-            if let Some((s, e)) = loc.locate(cut) {
-                assert_eq!((s, e), (host.start(), host.end()), "{pattern} on {l:?}");
+            let g = c.name(group).unwrap();
+            if let Some((s, e)) = loc.locate(l, c.get(0).unwrap().end()) {
+                assert_eq!((s, e), (g.start(), g.end()), "{pattern} on {l:?}");
                 answered += 1;
             }
         }
         answered
+    }
+
+    fn agree(pattern: &str, lines: &[&str]) -> usize {
+        agree_on(pattern, "host", lines)
     }
 
     const HOST: &str = r"\[?(?P<host>(?:[0-9]{1,3}\.){3}[0-9]{1,3}|(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?|[\w-]+(?:\.[\w-]+)*)\]?";
@@ -285,7 +349,7 @@ mod tests {
     }
 
     #[test]
-    fn patterns_without_dollar_read_up_to_the_match_end() {
+    fn patterns_without_dollar_read_the_whole_message() {
         let p = format!(r"^\[UFW BLOCK\] IN=\S* OUT=\S*(?: [A-Z]+=\S*)*? SRC={HOST} DST=\S+");
         let n = agree(
             &p,
@@ -295,28 +359,46 @@ mod tests {
             ],
         );
         assert!(n >= 1, "{n}");
-        assert!(!HostLocator::new(&p).unwrap().end_anchored());
-        assert!(
-            HostLocator::new(r"^a (?P<host>\S+) b\b").is_none(),
-            "look-around at the cut"
+        // A look-around after the group sees the real end of the message.
+        let p = format!(r"^Accepted \w+ for (?P<user>\S+) from {HOST}(?:\s|$)");
+        let lines = [
+            "Accepted publickey for root from 203.0.113.9 port 22 ssh2",
+            "Accepted password for x from 2001:db8::1",
+            "Accepted password for x from 10.0.0.1 port 1 from 10.0.0.2",
+        ];
+        assert_eq!(agree(&p, &lines), 3);
+        assert_eq!(agree_on(&p, "user", &lines), 3);
+        let n = agree(
+            &format!(r"^a {HOST} b\b"),
+            &[
+                "a 1.2.3.4 b",
+                "a 1.2.3.4 bc d b",
+                "a 1.2.3.4 b é",
+                "a 1.2.3.4 bé b",
+            ],
         );
+        assert!(n >= 1, "{n}");
     }
 
     #[test]
     fn other_shapes_keep_the_capture_engine() {
         assert!(
-            HostLocator::new(r"x (?P<host>\S+)$").is_none(),
+            locator(r"x (?P<host>\S+)$", "host").is_none(),
             "not start-anchored"
         );
         assert!(
-            HostLocator::new(r"^(?P<user>\S+) (?P<host>\S+)$").is_none(),
-            "two groups"
-        );
-        assert!(
-            HostLocator::new(r"^a(?:(?P<host>\S+) b)?$").is_none(),
+            locator(r"^a(?:(?P<host>\S+) b)?$", "host").is_none(),
             "nested group"
         );
-        assert!(HostLocator::new(r"^a (?P<host>\S+) b$").is_some());
+        assert!(
+            locator(r"^a (?P<host>\S+) b$", "user").is_none(),
+            "no such group"
+        );
+        assert!(locator(r"^a (?P<host>\S+) b$", "host").is_some());
+        // Other groups are read as plain groups: each group has its locator.
+        let p = r"^(?P<user>\S+) (?:x(?P<other>y))? (?P<host>\S+)$";
+        assert_eq!(agree_on(p, "user", &["root  1.2.3.4", "a xy b"]), 2);
+        assert_eq!(agree_on(p, "host", &["root  1.2.3.4", "a xy b"]), 2);
     }
 
     #[test]
@@ -326,13 +408,21 @@ mod tests {
             r"^u .* from (?P<host>\S+).*$",
             r"^u .*? from (?P<host>\S+).*$",
         ] {
-            let loc = HostLocator::new(p).unwrap();
-            assert_eq!(loc.locate("u from 1.1.1.1 from 2.2.2.2"), None);
+            let loc = locator(p, "host").unwrap();
+            let l = "u from 1.1.1.1 from 2.2.2.2";
+            assert_eq!(loc.locate(l, l.len()), None);
             assert_eq!(
                 agree(p, &["u x from 1.1.1.1 y"]),
                 0,
                 "single parse but .* tail: many ends"
             );
         }
+        // The look-around at the match's end sees the byte after it.
+        assert_eq!(
+            agree(r"^a (?P<host>\S+?)\b", &["a foo.bar baz", "a x", "a é.b"]),
+            2
+        );
+        // Without `$`, the match's end decides the group's.
+        assert_eq!(agree(r"^u (?P<host>\S+)", &["u abc"]), 1);
     }
 }

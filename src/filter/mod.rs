@@ -24,14 +24,17 @@
 mod ascii;
 pub mod builtin;
 pub mod fail2ban;
+mod first;
 mod locate;
 pub mod options;
 mod prefilter;
 pub mod spec;
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use regex::Regex;
+use regex_syntax::hir::{Hir, HirKind};
 
 pub use options::NamedOptions;
 pub use spec::{FilterSpec, RegexSpec};
@@ -94,13 +97,97 @@ pub enum Verdict<'t> {
 /// One compiled failregex.
 #[derive(Debug)]
 struct FailRegex {
-    re: Regex,
-    /// Finds the host group without the capture engine, where the
-    /// pattern's shape allows.
-    locator: Option<locate::HostLocator>,
+    /// The pattern with its placeholders expanded.
+    expanded: String,
+    /// The capture engine. Compiled on first need when the filter has a
+    /// combined automaton (`Filter::all`, which vouches that it compiles):
+    /// the locators answer for most lines, and idle memory stays small.
+    re: OnceLock<Option<Regex>>,
+    /// Find the groups without the capture engine, where the pattern's
+    /// shape allows: `Some` only when every group the verdict reads
+    /// (`host`, `user`, `alt_user`) has a locator. Built when the pattern
+    /// first matches: most patterns of a filter rarely do.
+    locators: OnceLock<Option<Locators>>,
     kind: HitKind,
     /// The pattern as written (for `test-filter` and `check`).
     source: String,
+}
+
+/// The locators of one pattern's groups (`None`: the pattern has no such group).
+#[derive(Debug)]
+struct Locators {
+    host: Option<locate::Locator>,
+    user: Option<locate::Locator>,
+    alt_user: Option<locate::Locator>,
+}
+
+impl Locators {
+    /// Locators for every group of `hir` a verdict reads, or `None` when one
+    /// of them cannot have one.
+    fn new(hir: &Hir) -> Option<Locators> {
+        let one = |name: &str| match has_group(hir, name) {
+            false => Some(None),
+            true => locate::Locator::new(hir, name).map(Some),
+        };
+        Some(Locators {
+            host: one("host")?,
+            user: one("user")?,
+            alt_user: one("alt_user")?,
+        })
+    }
+
+    /// `(host, user)` of a message whose leftmost-first match by the
+    /// pattern ends at `end`, as the capture engine would give them; `None`
+    /// when a locator cannot decide.
+    #[allow(clippy::type_complexity)]
+    fn locate<'t>(&self, msg: &'t str, end: usize) -> Option<(Option<&'t str>, Option<&'t str>)> {
+        let group = |l: &Option<locate::Locator>| -> Option<Option<&'t str>> {
+            match l {
+                None => Some(None),
+                Some(l) => {
+                    let (s, e) = l.locate(msg, end)?;
+                    msg.get(s..e).map(Some)
+                }
+            }
+        };
+        let host = group(&self.host)?;
+        // As `by_captures`: `user`, else `alt_user`, empty meaning none.
+        let user = match group(&self.user)?.filter(|u| !u.is_empty()) {
+            Some(u) => Some(u),
+            None => group(&self.alt_user)?.filter(|u| !u.is_empty()),
+        };
+        Some((host, user))
+    }
+}
+
+/// Whether `hir` has a capture group named `name`.
+fn has_group(hir: &Hir, name: &str) -> bool {
+    match hir.kind() {
+        HirKind::Capture(c) => c.name.as_deref() == Some(name) || has_group(&c.sub, name),
+        HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().any(|h| has_group(h, name)),
+        HirKind::Repetition(r) => has_group(&r.sub, name),
+        _ => false,
+    }
+}
+
+impl FailRegex {
+    /// The locators of the pattern's groups.
+    fn locators(&self) -> Option<&Locators> {
+        self.locators
+            .get_or_init(|| {
+                let hir = regex_syntax::Parser::new().parse(&self.expanded).ok()?;
+                Locators::new(&hir)
+            })
+            .as_ref()
+    }
+
+    /// The capture engine (`None` only if the pattern, which the combined
+    /// automaton accepted, still fails to compile alone).
+    fn re(&self) -> Option<&Regex> {
+        self.re
+            .get_or_init(|| Regex::new(&self.expanded).ok())
+            .as_ref()
+    }
 }
 
 /// A compiled filter.
@@ -109,6 +196,9 @@ pub struct Filter {
     name: String,
     programs: Vec<String>,
     fail: Vec<FailRegex>,
+    /// All failregexes in one automaton, when every one is anchored at the
+    /// start of the message: one pass names the first that matches.
+    all: Option<first::FirstMatch>,
     ignore: Vec<Regex>,
     prefilter: Prefilter,
     /// Correlate host-less lines with earlier lines of the same session.
@@ -247,52 +337,57 @@ impl Filter {
                 .and_then(|t| t.lines().position(|l| l.contains(pattern)).map(|n| n + 1))
                 .unwrap_or(0)
         };
-        // `written` is the pattern as in the file (for the error), `full`
-        // what is compiled (with the filter's prefix).
-        let compile_one =
-            |written: &str, full: &str| -> Result<(Regex, String, usize), FilterError> {
-                let (expanded, n) = expand_placeholders(&ascii::ascii_digits(full));
-                let re = Regex::new(&expanded).map_err(|e| FilterError::Regex {
-                    origin: origin.to_string(),
-                    line: line_of(written),
-                    pattern: written.to_string(),
-                    reason: e.to_string(),
-                })?;
-                Ok((re, expanded, n))
-            };
+        // `written` is the pattern as in the file (for the error).
+        let regex_error = |written: &str, reason: String| FilterError::Regex {
+            origin: origin.to_string(),
+            line: line_of(written),
+            pattern: written.to_string(),
+            reason,
+        };
+        let compile = |written: &str, expanded: &str| -> Result<Regex, FilterError> {
+            Regex::new(expanded).map_err(|e| regex_error(written, e.to_string()))
+        };
+        // `full` is what is compiled (with the filter's prefix). The parse
+        // uses the `regex` crate's defaults; on an error the crate's own
+        // message is reported.
+        let parse = |written: &str, full: &str| -> Result<(Hir, String, usize), FilterError> {
+            let (expanded, n) = expand_placeholders(&ascii::ascii_digits(full));
+            match regex_syntax::Parser::new().parse(&expanded) {
+                Ok(hir) => Ok((hir, expanded, n)),
+                Err(e) => Err(match Regex::new(&expanded) {
+                    Err(re) => regex_error(written, re.to_string()),
+                    Ok(_) => regex_error(written, e.to_string()),
+                }),
+            }
+        };
         let active = |r: &RegexSpec| match (&mode, r.modes()) {
             (_, []) => true,
             (Some(m), ms) => ms.iter().any(|x| x == m),
             (None, _) => false,
         };
         let mut fail = Vec::new();
-        let mut expanded_all = Vec::new();
+        let mut hirs = Vec::new();
+        let mut written = Vec::new();
         let mut sessions = false;
         for r in spec.failregex.iter().filter(|r| active(r)) {
-            let (re, expanded, n) = match (&spec.prefix, r.regex().strip_prefix('^')) {
-                (Some(pre), Some(body)) => compile_one(r.regex(), &format!("^{pre}{body}"))?,
-                _ => compile_one(r.regex(), r.regex())?,
+            let (hir, expanded, n) = match (&spec.prefix, r.regex().strip_prefix('^')) {
+                (Some(pre), Some(body)) => parse(r.regex(), &format!("^{pre}{body}"))?,
+                _ => parse(r.regex(), r.regex())?,
             };
             if n > 1 {
-                return Err(FilterError::Regex {
-                    origin: origin.to_string(),
-                    line: line_of(r.regex()),
-                    pattern: r.regex().to_string(),
-                    reason: "more than one <HOST>/<ADDR> placeholder".into(),
-                });
+                return Err(regex_error(
+                    r.regex(),
+                    "more than one <HOST>/<ADDR> placeholder".into(),
+                ));
             }
             if n == 0 && (r.success() || !r.session()) {
-                return Err(FilterError::Regex {
-                    origin: origin.to_string(),
-                    line: line_of(r.regex()),
-                    pattern: r.regex().to_string(),
-                    reason: "no <HOST> or <ADDR> placeholder (set session = true to take the address from an earlier line of the same process)".into(),
-                });
+                return Err(regex_error(r.regex(), "no <HOST> or <ADDR> placeholder (set session = true to take the address from an earlier line of the same process)".into()));
             }
             sessions |= r.session() || r.success();
             fail.push(FailRegex {
-                re,
-                locator: locate::HostLocator::new(&expanded),
+                locators: OnceLock::new(),
+                re: OnceLock::new(),
+                expanded,
                 kind: if r.success() {
                     HitKind::Success
                 } else if r.nofail() {
@@ -302,22 +397,33 @@ impl Filter {
                 },
                 source: r.regex().to_string(),
             });
-            expanded_all.push(expanded);
+            hirs.push(hir);
+            written.push(r.regex());
         }
         if fail.is_empty() {
             return Err(invalid(format!(
                 "filter {name:?} has no failregex for this mode"
             )));
         }
+        let all = first::FirstMatch::new(&hirs);
+        if all.is_none() {
+            // Every pattern compiles now, so an error names its pattern.
+            for (f, w) in fail.iter().zip(&written) {
+                let re = compile(w, &f.expanded)?;
+                let _ = f.re.set(Some(re));
+            }
+        }
         let mut ignore = Vec::new();
         for r in spec.ignoreregex.iter().filter(|r| active(r)) {
-            ignore.push(compile_one(r.regex(), r.regex())?.0);
+            let (_, expanded, _) = parse(r.regex(), r.regex())?;
+            ignore.push(compile(r.regex(), &expanded)?);
         }
         Ok(Filter {
             name: name.to_string(),
             programs: spec.programs.clone(),
-            prefilter: Prefilter::new(&expanded_all),
+            prefilter: Prefilter::new(&hirs, all.is_none()),
             fail,
+            all,
             ignore,
             sessions,
             f2b: None,
@@ -336,8 +442,9 @@ impl Filter {
                 .map(|re| vec![fail2ban::program_label(re.as_str())])
                 .unwrap_or_default(),
             fail: Vec::new(),
+            all: None,
             ignore: Vec::new(),
-            prefilter: Prefilter::new(&[]),
+            prefilter: Prefilter::new(&[], false),
             sessions: false,
             f2b: Some(Box::new(m)),
         }
@@ -419,6 +526,20 @@ impl Filter {
     /// Runs the filter over a message body. The first failregex that
     /// matches decides, as in fail2ban.
     pub fn check<'t>(&self, msg: &'t str) -> Verdict<'t> {
+        match self.all.as_ref().map(|a| a.search(msg)) {
+            Some(first::First::Match { pattern, end }) => return self.verdict(pattern, msg, end),
+            Some(first::First::None) => return Verdict::Miss,
+            Some(first::First::GaveUp) => {
+                // One by one, in order, with the capture engine.
+                for (i, f) in self.fail.iter().enumerate() {
+                    if let Some(m) = f.re().and_then(|re| re.find(msg)) {
+                        return self.verdict(i, msg, m.end());
+                    }
+                }
+                return Verdict::Miss;
+            }
+            None => {}
+        }
         CANDIDATES.with(|cell| {
             let mut cands = cell.borrow_mut();
             self.prefilter.candidates(msg, &mut cands);
@@ -426,49 +547,49 @@ impl Filter {
                 return Verdict::Miss;
             }
             for (i, f) in self.fail.iter().enumerate() {
-                if !cands[i] {
-                    continue;
-                }
-                if let Some(loc) = &f.locator {
-                    // The locator needs the extent of the match: all of the
-                    // message for `$`-anchored patterns, else what the lazy
-                    // DFA reports (the same match the capture engine takes).
-                    let end = if loc.end_anchored() {
-                        if !f.re.is_match(msg) {
-                            continue;
-                        }
-                        msg.len()
-                    } else {
-                        match f.re.find(msg) {
-                            Some(m) => m.end(),
-                            None => continue,
-                        }
-                    };
-                    if let Some((s, e)) = msg.get(..end).and_then(|m| loc.locate(m)) {
-                        if self.ignore.iter().any(|r| r.is_match(msg)) {
-                            return Verdict::Ignored { regex: i };
-                        }
-                        // The pattern has no group but `host`: no user.
-                        return Verdict::Hit {
-                            regex: i,
-                            host: msg.get(s..e),
-                            user: None,
-                            kind: f.kind,
-                        };
-                    }
-                }
-                if let Some(v) = self.by_captures(i, msg) {
-                    return v;
+                if let Some(m) = cands[i].then(|| f.re()?.find(msg)).flatten() {
+                    return self.verdict(i, msg, m.end());
                 }
             }
             Verdict::Miss
         })
     }
 
-    /// The verdict of failregex `i` from the capture engine (`None`: no match).
+    /// The verdict of failregex `i`, whose leftmost-first match in `msg`
+    /// ends at `end`: its groups from the locators where they can decide,
+    /// else from the capture engine.
+    fn verdict<'t>(&self, i: usize, msg: &'t str, end: usize) -> Verdict<'t> {
+        let Some(f) = self.fail.get(i) else {
+            return Verdict::Miss;
+        };
+        let located = f.locators().and_then(|l| l.locate(msg, end));
+        let Some((host, user)) = located.or_else(|| {
+            let caps = f.re()?.captures(msg)?;
+            let named = |g: &str| caps.name(g).map(|m| m.as_str()).filter(|u| !u.is_empty());
+            Some((
+                caps.name("host").map(|m| m.as_str()),
+                named("user").or_else(|| named("alt_user")),
+            ))
+        }) else {
+            return Verdict::Miss;
+        };
+        if self.ignore.iter().any(|r| r.is_match(msg)) {
+            return Verdict::Ignored { regex: i };
+        }
+        Verdict::Hit {
+            regex: i,
+            host,
+            user,
+            kind: f.kind,
+        }
+    }
+
+    /// The verdict of failregex `i` from the capture engine alone (`None`:
+    /// no match): what `check` must agree with.
+    #[cfg(test)]
     fn by_captures<'t>(&self, i: usize, msg: &'t str) -> Option<Verdict<'t>> {
         let f = self.fail.get(i)?;
-        let caps = f.re.captures(msg)?;
+        let caps = f.re()?.captures(msg)?;
         if self.ignore.iter().any(|r| r.is_match(msg)) {
             return Some(Verdict::Ignored { regex: i });
         }
@@ -546,7 +667,8 @@ mod tests {
                     None,
                 )
                 .unwrap();
-                located += f.fail.iter().filter(|r| r.locator.is_some()).count();
+                located += f.fail.iter().filter(|r| r.locators().is_some()).count();
+                assert!(f.all.is_some(), "{name}: built-in patterns are anchored");
                 for l in &lines {
                     assert_eq!(f.check(l), check_by_captures(&f, l), "{name}[{m}] on {l:?}");
                 }

@@ -18,21 +18,21 @@ pub struct Prefilter {
     always: Vec<bool>,
     /// The literals, one of which each regex requires.
     literals: Vec<Vec<u8>>,
+    /// Every regex has a literal.
+    complete: bool,
 }
 
 impl Prefilter {
-    /// Builds the prefilter from each regex's pattern text (after tag
-    /// expansion). A pattern that does not parse here simply gets no literal.
-    pub fn new(patterns: &[String]) -> Prefilter {
+    /// Builds the prefilter from each regex's parsed pattern. The automaton
+    /// is only built when `search` is set: a filter whose patterns are all
+    /// anchored finds its first match another way and needs the literals
+    /// alone (for the line gate).
+    pub fn new(patterns: &[Hir], search: bool) -> Prefilter {
         let mut lits: Vec<Vec<u8>> = Vec::new();
         let mut owner = Vec::new();
         let mut always = Vec::with_capacity(patterns.len());
-        for (i, p) in patterns.iter().enumerate() {
-            let req = regex_syntax::Parser::new()
-                .parse(p)
-                .ok()
-                .and_then(|h| required(&h));
-            match req {
+        for (i, h) in patterns.iter().enumerate() {
+            match required(h) {
                 Some(set) => {
                     for l in set {
                         lits.push(l);
@@ -43,13 +43,13 @@ impl Prefilter {
                 None => always.push(true),
             }
         }
-        let ac = if lits.is_empty() {
-            None
-        } else {
-            AhoCorasick::builder()
+        let complete = !lits.is_empty() && !always.iter().any(|a| *a);
+        let ac = match search && !lits.is_empty() {
+            true => AhoCorasick::builder()
                 .match_kind(MatchKind::Standard)
                 .build(&lits)
-                .ok()
+                .ok(),
+            false => None,
         };
         if ac.is_none() {
             always.iter_mut().for_each(|a| *a = true);
@@ -59,7 +59,18 @@ impl Prefilter {
             owner,
             always,
             literals: lits,
+            complete,
         }
+    }
+
+    /// Builds the prefilter, with its automaton, from pattern texts; a
+    /// pattern that does not parse here simply gets no literal.
+    pub fn from_patterns(patterns: &[String]) -> Prefilter {
+        let hirs: Vec<Hir> = patterns
+            .iter()
+            .map(|p| regex_syntax::Parser::new().parse(p).unwrap_or(Hir::empty()))
+            .collect();
+        Prefilter::new(&hirs, true)
     }
 
     /// Marks in `out` (one flag per regex) the regexes that may match `text`.
@@ -76,7 +87,7 @@ impl Prefilter {
     /// True when every regex has a literal, so a message without any of them
     /// can be skipped outright.
     pub fn is_complete(&self) -> bool {
-        self.ac.is_some() && !self.always.iter().any(|a| *a)
+        self.complete
     }
 
     /// When the prefilter is complete, the literals one of which any message
@@ -114,6 +125,14 @@ fn required(hir: &Hir) -> Option<Vec<Vec<u8>>> {
 mod tests {
     use super::*;
 
+    fn prefilter(patterns: &[&str]) -> Prefilter {
+        let hirs: Vec<Hir> = patterns
+            .iter()
+            .map(|p| regex_syntax::Parser::new().parse(p).unwrap())
+            .collect();
+        Prefilter::new(&hirs, true)
+    }
+
     fn cands(p: &Prefilter, t: &str) -> Vec<bool> {
         let mut v = Vec::new();
         p.candidates(t, &mut v);
@@ -122,10 +141,10 @@ mod tests {
 
     #[test]
     fn picks_required_literals() {
-        let p = Prefilter::new(&[
-            r"^Failed \S+ for .* from (?P<host>\S+) port \d+".to_string(),
-            r"^(?:Invalid|Illegal) user .* from (?P<host>\S+)".to_string(),
-            r"^\S+$".to_string(),
+        let p = prefilter(&[
+            r"^Failed \S+ for .* from (?P<host>\S+) port \d+",
+            r"^(?:Invalid|Illegal) user .* from (?P<host>\S+)",
+            r"^\S+$",
         ]);
         assert_eq!(
             cands(&p, "Failed password for x from 1.2.3.4 port 1"),
@@ -137,7 +156,7 @@ mod tests {
         );
         assert!(!p.is_complete());
         assert!(p.literals().is_none());
-        let p = Prefilter::new(&[r"^Failed (?P<x>a|b)".to_string()]);
+        let p = prefilter(&[r"^Failed (?P<x>a|b)"]);
         assert!(p.is_complete());
         assert_eq!(p.literals(), Some(&[b"Failed ".to_vec()][..]));
         assert_eq!(cands(&p, "Accepted publickey"), vec![false]);
@@ -145,7 +164,7 @@ mod tests {
 
     #[test]
     fn optional_parts_are_not_required() {
-        let p = Prefilter::new(&[r"^(?:error: )?Bad".to_string()]);
+        let p = prefilter(&[r"^(?:error: )?Bad"]);
         assert_eq!(cands(&p, "Bad protocol"), vec![true]);
     }
 }

@@ -271,7 +271,7 @@ impl Matcher {
             })
             .collect();
         Ok(Matcher {
-            prefilter: Prefilter::new(&expanded),
+            prefilter: Prefilter::from_patterns(&expanded),
             def,
             pref,
             fail,

@@ -18,7 +18,9 @@ pub const PATTERN_CACHE_CAP: usize = 4096;
 /// The routing table.
 #[derive(Debug, Default, Clone)]
 pub struct Router {
-    by_program: HashMap<Box<str>, Vec<usize>>,
+    // A fixed table senders cannot add keys to, so a fast hash will do; it
+    // is looked up for every line.
+    by_program: HashMap<Box<str>, Vec<usize>, foldhash::fast::RandomState>,
     /// Jails that read every program (filters not anchored to one).
     every: Vec<usize>,
     /// Jails routed by a program regex.

@@ -116,10 +116,12 @@ pub struct History {
 /// The ban manager.
 #[derive(Debug, Default)]
 pub struct BanManager {
-    active: HashMap<(JailName, IpAddr), Arc<Ban>>,
+    // foldhash, seeded per map like the window's tables: SipHash over the
+    // jail name was a visible cost of every failure counted.
+    active: HashMap<(JailName, IpAddr), Arc<Ban>, foldhash::fast::RandomState>,
     /// Expiry order; entries whose ban was lifted or replaced are skipped.
     expiry: BinaryHeap<Reverse<(SystemTime, JailName, IpAddr)>>,
-    history: HashMap<IpAddr, Vec<(JailName, History)>>,
+    history: HashMap<IpAddr, Vec<(JailName, History)>, foldhash::fast::RandomState>,
     /// Bans per jail in force (for metrics and status).
     per_jail: HashMap<JailName, usize>,
     /// Totals since start per jail: (bans, unbans).

@@ -26,10 +26,12 @@ use activity::Activity;
 use session::Sessions;
 use window::WindowCounter;
 
-/// The entry of `key` in an LRU table held to `cap` entries by hand: the
-/// table is created unbounded, because `LruCache::new(cap)` allocates all
-/// of it up front (megabytes per jail at idle), and grows as keys come. A
-/// new key at the cap first evicts the stalest; the flag says whether it did.
+/// The entry of `key` in an LRU table held to `cap` entries: the table is
+/// created unbounded, because `LruCache::new(cap)` allocates all of it up
+/// front (megabytes per jail at idle), and grows as keys come. Once it
+/// reaches the cap it is bounded there, so a new key takes over the stalest
+/// entry's slot (no allocation per new key under a flood); the flag says
+/// whether one was evicted.
 fn capped_entry<K, V>(
     map: &mut lru::LruCache<K, V>,
     cap: usize,
@@ -39,8 +41,18 @@ fn capped_entry<K, V>(
 where
     K: std::hash::Hash + Eq,
 {
+    use std::num::NonZeroUsize;
+    let full = map.len() >= cap;
+    if full && map.cap().get() != cap {
+        if let Some(c) = NonZeroUsize::new(cap) {
+            map.resize(c);
+        }
+    } else if map.cap().get() < cap {
+        // A reload raised the cap: unbounded again until it is reached.
+        map.resize(NonZeroUsize::MAX);
+    }
     // The length test first: the extra lookup only happens at the cap.
-    let evicted = map.len() >= cap && !map.contains(&key) && map.pop_lru().is_some();
+    let evicted = full && !map.contains(&key);
     (map.get_or_insert_mut(key, new), evicted)
 }
 
@@ -276,7 +288,11 @@ impl Jail {
         self.stats.failures_total += u64::from(failures);
         self.activity.failures(now, failures);
         let s = &self.settings;
-        let previous = bans.previous_bans(name, ip, false);
+        // The history only weighs failures with `bantime.increment`.
+        let previous = match s.policy.increment {
+            true => bans.previous_bans(name, ip, false),
+            false => 0,
+        };
         let weight = s.policy.failure_weight(previous, s.maxretry) * failures;
         let key = addr::count_key(ip, s.ipv6_prefix);
         let count = self.window.record(key, now, weight, s.maxretry, s.findtime);
@@ -369,43 +385,22 @@ pub fn attribute(
     } else {
         None
     };
-    let ip = host.and_then(addr::parse_host);
-    let mut count = u32::from(kind == HitKind::Failure);
-    if let Some(key) = session {
-        if let Some(ip) = ip {
-            let resolved = sessions.learn(key, ip, now);
-            // A login drops what was pending (fail2ban's MLFGAINED).
-            if kind != HitKind::Success {
-                count += resolved;
-            }
-        }
-        let several = match user {
-            Some(u) => sessions.note_user(key, u, now),
-            None => sessions.several_users(key, now),
-        };
-        match kind {
-            HitKind::Failure => {}
-            HitKind::NoFail | HitKind::Success if several => {
-                count += sessions.take_quiet(key, now) + 1;
-            }
-            HitKind::NoFail => {
-                if user.is_some() {
-                    sessions.add_quiet(key, now);
-                }
-            }
-            HitKind::Success => {}
-        }
-        if kind == HitKind::Success {
-            // A login ends what the connection was waiting for.
-            sessions.forget(key);
-        }
+    // A login is never a failure by itself, and on a connection with no
+    // session yet it would only create one to forget it: most accepted
+    // logins end here.
+    if kind == HitKind::Success && !session.is_some_and(|k| sessions.knows(k)) {
+        return Attribution::Nothing;
     }
-    let ip = match (ip, host, session) {
-        (Some(ip), _, _) => Some(ip),
+    let ip = host.and_then(addr::parse_host);
+    let (count, found) = match session {
+        Some(key) => sessions.hit(key, ip, user, kind, host.is_none(), now),
+        None => (u32::from(kind == HitKind::Failure), None),
+    };
+    let ip = match (ip, host) {
+        (Some(ip), _) => Some(ip),
         // A host was captured but is not an address: never guess.
-        (None, Some(_), _) => None,
-        (None, None, Some(key)) if count > 0 => sessions.attribute(key, now),
-        (None, None, _) => None,
+        (None, Some(_)) => None,
+        (None, None) => found,
     };
     if count == 0 {
         return Attribution::Nothing;

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lru::LruCache;
 
+use crate::filter::HitKind;
 use crate::syslog::Event;
 
 /// Sessions a jail remembers at most.
@@ -36,6 +37,31 @@ struct Session {
 }
 
 impl Session {
+    fn learn(&mut self, ip: IpAddr) -> u32 {
+        self.ip = Some(ip);
+        std::mem::take(&mut self.pending)
+    }
+
+    fn attribute(&mut self) -> Option<IpAddr> {
+        if self.ip.is_none() {
+            self.pending = (self.pending + 1).min(MAX_PENDING);
+        }
+        self.ip
+    }
+
+    fn note_user(&mut self, hash: u64) -> bool {
+        match self.user {
+            None => self.user = Some(hash),
+            Some(first) if first != hash => self.several_users = true,
+            Some(_) => {}
+        }
+        self.several_users
+    }
+
+    fn add_quiet(&mut self) {
+        self.quiet = (self.quiet + 1).min(MAX_PENDING);
+    }
+
     fn new(now_ms: u64) -> Session {
         Session {
             ip: None,
@@ -80,6 +106,11 @@ impl Sessions {
         Some(self.hasher.hash_one((ev.host, ev.program, pid)))
     }
 
+    /// Whether a session of `key` is remembered (live or not).
+    pub fn knows(&self, key: u64) -> bool {
+        self.map.contains(&key)
+    }
+
     /// The live session of `key` at `now` (a new one if it was unknown or
     /// silent for longer than [`SESSION_TTL`]).
     fn touch(&mut self, key: u64, now: SystemTime) -> &mut Session {
@@ -95,35 +126,20 @@ impl Sessions {
     /// Records that the session named `ip`; returns how many failures were
     /// waiting for it.
     pub fn learn(&mut self, key: u64, ip: IpAddr, now: SystemTime) -> u32 {
-        let s = self.touch(key, now);
-        s.ip = Some(ip);
-        std::mem::take(&mut s.pending)
+        self.touch(key, now).learn(ip)
     }
 
     /// A host-less failure of the session: returns the address if known,
     /// otherwise keeps the failure pending.
     pub fn attribute(&mut self, key: u64, now: SystemTime) -> Option<IpAddr> {
-        let s = self.touch(key, now);
-        match s.ip {
-            Some(ip) => Some(ip),
-            None => {
-                s.pending = (s.pending + 1).min(MAX_PENDING);
-                None
-            }
-        }
+        self.touch(key, now).attribute()
     }
 
     /// Records a user name the session tried; returns whether it has now
     /// tried more than one.
     pub fn note_user(&mut self, key: u64, user: &str, now: SystemTime) -> bool {
         let h = self.hasher.hash_one(user);
-        let s = self.touch(key, now);
-        match s.user {
-            None => s.user = Some(h),
-            Some(first) if first != h => s.several_users = true,
-            Some(_) => {}
-        }
-        s.several_users
+        self.touch(key, now).note_user(h)
     }
 
     /// Whether the session has tried more than one user name.
@@ -133,13 +149,63 @@ impl Sessions {
 
     /// Keeps a helper line with a user name for later counting.
     pub fn add_quiet(&mut self, key: u64, now: SystemTime) {
-        let s = self.touch(key, now);
-        s.quiet = (s.quiet + 1).min(MAX_PENDING);
+        self.touch(key, now).add_quiet();
     }
 
     /// Takes the helper lines kept for counting.
     pub fn take_quiet(&mut self, key: u64, now: SystemTime) -> u32 {
         std::mem::take(&mut self.touch(key, now).quiet)
+    }
+
+    /// What one matched line does to its session, with a single lookup:
+    /// the steps above in the order [`super::attribute`] documents. `ip` is
+    /// the address the line named; `hostless` says it captured no host, so a
+    /// failure takes the session's address. Returns the failures to count
+    /// and, for a host-less line, the session's address.
+    pub fn hit(
+        &mut self,
+        key: u64,
+        ip: Option<IpAddr>,
+        user: Option<&str>,
+        kind: HitKind,
+        hostless: bool,
+        now: SystemTime,
+    ) -> (u32, Option<IpAddr>) {
+        let user_hash = user.map(|u| self.hasher.hash_one(u));
+        let s = self.touch(key, now);
+        let mut count = u32::from(kind == HitKind::Failure);
+        if let Some(ip) = ip {
+            let resolved = s.learn(ip);
+            // A login drops what was pending (fail2ban's MLFGAINED).
+            if kind != HitKind::Success {
+                count += resolved;
+            }
+        }
+        let several = match user_hash {
+            Some(h) => s.note_user(h),
+            None => s.several_users,
+        };
+        match kind {
+            HitKind::Failure => {}
+            HitKind::NoFail | HitKind::Success if several => {
+                count += std::mem::take(&mut s.quiet) + 1;
+            }
+            HitKind::NoFail => {
+                if user.is_some() {
+                    s.add_quiet();
+                }
+            }
+            HitKind::Success => {}
+        }
+        let found = match (hostless, count > 0) {
+            (true, true) => s.attribute(),
+            _ => None,
+        };
+        if kind == HitKind::Success {
+            // A login ends what the connection was waiting for.
+            self.forget(key);
+        }
+        (count, found)
     }
 
     /// Forgets a session (a successful login ends what it was waiting for).

@@ -2,6 +2,7 @@
 //! inferred) and ISO 8601 / RFC 3339. Year-less timestamps are read as UTC,
 //! which is what musl's syslog() writes; see the README on time zones.
 
+use std::cell::Cell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's
@@ -129,16 +130,35 @@ pub fn parse_bsd(s: &str, reference: SystemTime) -> Option<(SystemTime, usize)> 
     }
     let (nanos, flen) = fraction(b, 15 - o);
     let ref_secs = unix_secs(reference);
-    let (ref_year, _, _) = civil_from_days(ref_secs.div_euclid(86400));
     let tod = i64::from(hh) * 3600 + i64::from(mm) * 60 + i64::from(ss);
     let mut best: Option<i64> = None;
-    for y in [ref_year - 1, ref_year, ref_year + 1] {
-        let t = days_from_civil(y, month, day) * 86400 + tod;
+    for d in candidate_days(ref_secs.div_euclid(86400), month, day) {
+        let t = d * 86400 + tod;
         if best.is_none_or(|b| (t - ref_secs).abs() < (b - ref_secs).abs()) {
             best = Some(t);
         }
     }
     Some((from_unix(best?, nanos)?, 15 - o + flen))
+}
+
+/// The day numbers of `month`/`day` in the year before, the year of, and
+/// the year after the day `ref_day`. Remembered per thread: consecutive
+/// lines of a log share their date, and the calendar arithmetic was a
+/// visible part of parsing a line.
+fn candidate_days(ref_day: i64, month: u32, day: u32) -> [i64; 3] {
+    type Memo = Cell<Option<(i64, u32, u32, [i64; 3])>>;
+    thread_local! {
+        static LAST: Memo = const { Cell::new(None) };
+    }
+    LAST.with(|last| match last.get() {
+        Some((r, m, d, days)) if (r, m, d) == (ref_day, month, day) => days,
+        _ => {
+            let (y, _, _) = civil_from_days(ref_day);
+            let days = [y - 1, y, y + 1].map(|y| days_from_civil(y, month, day));
+            last.set(Some((ref_day, month, day, days)));
+            days
+        }
+    })
 }
 
 /// Parses an ISO 8601 / RFC 3339 timestamp at the start of `s`

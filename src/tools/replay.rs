@@ -128,6 +128,18 @@ struct Chunk {
     data: Vec<u8>,
     /// The time year-less timestamps of this chunk are placed near.
     reference: SystemTime,
+    /// Empty vectors (kept from an applied chunk) for the matches.
+    hits: Vec<HitLine>,
+    verdicts: Vec<(usize, VerdictSpans)>,
+}
+
+/// The buffers of an applied chunk, back for the next one: reusing them
+/// spares a fresh allocation (and its page faults and release) per chunk.
+#[derive(Default)]
+struct Spare {
+    data: Vec<u8>,
+    hits: Vec<HitLine>,
+    verdicts: Vec<(usize, VerdictSpans)>,
 }
 
 /// A byte range within a chunk's text.
@@ -293,8 +305,7 @@ fn match_chunk(
     // is the last matched line's (or the chunk's reference): hours apart at
     // most within a chunk, where the nearest year is the same.
     let mut reference = chunk.reference;
-    let mut hits = Vec::new();
-    let mut verdicts = Vec::new();
+    let (mut hits, mut verdicts) = (chunk.hits, chunk.verdicts);
     let mut scratch: Vec<(usize, Verdict<'_>)> = Vec::new();
     let mut one = |start: usize, end: usize| {
         let line = text.get(start..end).unwrap_or_default();
@@ -305,9 +316,7 @@ fn match_chunk(
         if let Some(t) = ev.timestamp {
             reference = t;
         }
-        if !matcher.routes(ev.program) {
-            return;
-        }
+        // An unrouted program gets no verdicts.
         scratch.clear();
         matcher.examine(&ev, &mut scratch);
         if scratch.is_empty() {
@@ -403,19 +412,26 @@ fn initial_reference(first: &[u8], anchor: SystemTime, year: Option<i32>) -> Sys
 }
 
 /// Reads `input` into chunks cut at newlines and sends them, with their
-/// year reference, to the matchers.
+/// year reference, to the matchers. Buffers come back through `spares` once
+/// applied.
 fn read_chunks<R: Read>(
     mut input: R,
     anchor: SystemTime,
     year: Option<i32>,
     tx: mpsc::SyncSender<Chunk>,
+    spares: mpsc::Receiver<Spare>,
 ) -> io::Result<()> {
     let mut carry: Vec<u8> = Vec::new();
     let mut reference: Option<SystemTime> = None;
     let mut seq = 0;
     let mut eof = false;
     while !eof {
-        let mut data = Vec::with_capacity(CHUNK + carry.len() + 4096);
+        let mut spare = spares.try_recv().unwrap_or_default();
+        spare.hits.clear();
+        spare.verdicts.clear();
+        let mut data = std::mem::take(&mut spare.data);
+        data.clear();
+        data.reserve(CHUNK + 8192);
         data.append(&mut carry);
         let cut = loop {
             let want = (CHUNK + 4096).saturating_sub(data.len()).max(4096) as u64;
@@ -445,6 +461,8 @@ fn read_chunks<R: Read>(
                 seq,
                 data,
                 reference: r,
+                hits: spare.hits,
+                verdicts: spare.verdicts,
             })
             .is_err()
         {
@@ -482,9 +500,11 @@ pub fn replay<R: Read + Send>(
     let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Chunk>(threads * 2);
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
     let (done_tx, done_rx) = mpsc::sync_channel::<Matched>(threads * 2);
+    // Every chunk in flight at once can come back for reuse.
+    let (spare_tx, spare_rx) = mpsc::sync_channel::<Spare>(threads * 4 + 2);
     let year = opts.year;
     let read_result = std::thread::scope(|s| {
-        let reader = s.spawn(move || read_chunks(input, anchor, year, chunk_tx));
+        let reader = s.spawn(move || read_chunks(input, anchor, year, chunk_tx, spare_rx));
         for _ in 0..threads {
             let rx = chunk_rx.clone();
             let tx = done_tx.clone();
@@ -510,6 +530,12 @@ pub fn replay<R: Read + Send>(
                 apply(&mut engine, &m, &mut summary, &mut on);
                 summary.apply_busy += thread_cpu() - t;
                 next += 1;
+                // Full or gone: the buffers are simply freed.
+                let _ = spare_tx.try_send(Spare {
+                    data: m.text.into_bytes(),
+                    hits: m.hits,
+                    verdicts: m.verdicts,
+                });
             }
         }
         reader
@@ -635,7 +661,8 @@ mod tests {
         input.push_str("<38>Jan  1 00:00:01 sshd[1]: x\n");
         let (tx, rx) = mpsc::sync_channel(1000);
         let anchor = UNIX_EPOCH + Duration::from_secs(days_from_civil(2026, 12, 31) as u64 * 86400);
-        read_chunks(input.as_bytes(), anchor, None, tx).unwrap();
+        let (_spare_tx, spare_rx) = mpsc::sync_channel(1);
+        read_chunks(input.as_bytes(), anchor, None, tx, spare_rx).unwrap();
         let chunks: Vec<Chunk> = rx.iter().collect();
         assert!(chunks.len() > 2, "{}", chunks.len());
         let total: usize = chunks.iter().map(|c| c.data.len()).sum();

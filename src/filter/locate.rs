@@ -251,12 +251,15 @@ impl Locator {
         let mut guard = self.caches.get();
         let (hc, tc) = &mut *guard;
         let input = Input::new(hay).range(..end).anchored(Anchored::Yes);
-        let mut starts = [0usize; MAX_PAIRS];
-        let sid = self.head.start_state_forward(hc, &input).ok()?;
-        let ns = run(&self.head, hc, sid, hay, end, true, &mut starts)?;
         let mut ends = [0usize; MAX_PAIRS];
         let sid = self.tail.start_state_reverse(tc, &input).ok()?;
         let ne = run(&self.tail, tc, sid, hay, end, false, &mut ends)?;
+        // The group starts before it ends: the head pass can stop at the
+        // last candidate end (the tail is usually short, the head long).
+        let limit = ends[..ne].iter().copied().max()?;
+        let mut starts = [0usize; MAX_PAIRS];
+        let sid = self.head.start_state_forward(hc, &input).ok()?;
+        let ns = run(&self.head, hc, sid, hay, limit, true, &mut starts)?;
         drop(guard);
         let (starts, ends) = (&starts[..ns], &ends[..ne]);
         // The whole pattern matched, so some pair is valid: with a single

@@ -52,7 +52,10 @@ impl WindowCounter {
         let now_ms = millis(now);
         let horizon = now_ms.saturating_sub(findtime.as_millis() as u64);
         let keep = maxretry.max(1) as usize;
-        let (times, evicted) = super::capped_entry(&mut self.entries, self.cap, key, VecDeque::new);
+        // Sized once for the stamps it will hold (growing 4 → 8 → 16 cost
+        // reallocations on busy jails); small windows stay small.
+        let new = || VecDeque::with_capacity(keep.min(16));
+        let (times, evicted) = super::capped_entry(&mut self.entries, self.cap, key, new);
         self.evictions += u64::from(evicted);
         // Expired entries go first; a time slightly in the past (reordered
         // lines in replay) still counts if it is inside the window.

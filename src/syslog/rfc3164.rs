@@ -45,7 +45,9 @@ pub(super) fn parse(s: &str, reference: SystemTime) -> Option<Header<'_>> {
         None => (None, s),
     };
     let first = token(rest);
-    if first.parse::<IpAddr>().is_err() {
+    // An IPv6 host would pass for a tag ending in `:`; any other first word
+    // that is not a tag fails `scan_tag` anyway, so only those are parsed.
+    if !first.contains(':') || first.parse::<IpAddr>().is_err() {
         if let Some(tag) = scan_tag(rest) {
             return Some(Header {
                 host: None,

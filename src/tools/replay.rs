@@ -7,7 +7,7 @@
 //! engine allows:
 //!
 //! ```text
-//! reader ──chunks (4 MiB, cut at a newline)──► matchers (one per core) ──hits──► applier
+//! reader ──chunks (1 MiB, cut at a newline)──► matchers (one per core) ──hits──► applier
 //!   │ year reference per chunk                    parse + route + filter           reorders by chunk,
 //!   │                                             (stateless: Matcher)             counts, bans (Engine)
 //! ```
@@ -40,7 +40,7 @@ use crate::syslog::{self, Event, Format, ParseContext, Peer};
 use crate::telemetry::Metrics;
 
 /// Bytes per chunk handed to a matcher.
-const CHUNK: usize = 4 << 20;
+const CHUNK: usize = 1 << 20;
 /// Lines searched backwards for the last timestamp of a chunk.
 const STAMP_SEARCH: usize = 64;
 

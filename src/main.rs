@@ -106,7 +106,7 @@ enum Cmd {
         /// Also print each unban (expiry) as it happens.
         #[arg(long)]
         unbans: bool,
-        /// Matching threads (default: the number of cores).
+        /// Matching threads (default: the number of cores less one, at least one).
         #[arg(long)]
         threads: Option<usize>,
     },

@@ -7,7 +7,7 @@
 //! engine allows:
 //!
 //! ```text
-//! reader ──chunks (1 MiB, cut at a newline)──► matchers (one per core) ──hits──► applier
+//! reader ──chunks (1 MiB, cut at a newline)──► matchers (cores - 1)  ──hits──► applier
 //!   │ year reference per chunk                    parse + route + filter           reorders by chunk,
 //!   │                                             (stateless: Matcher)             counts, bans (Engine)
 //! ```
@@ -53,7 +53,7 @@ pub struct Options {
     pub year: Option<i32>,
     /// Also report unbans.
     pub unbans: bool,
-    /// Matcher threads (default: the number of cores).
+    /// Matcher threads (default: the number of cores less one).
     pub threads: Option<usize>,
 }
 
@@ -485,9 +485,11 @@ pub fn replay<R: Read + Send>(
     mut on: impl FnMut(Happening<'_>),
 ) -> io::Result<Summary> {
     let started = Instant::now();
+    // By default one core is left to the applier (and the reader, which
+    // mostly waits on the kernel): a matcher per core fought them for it.
     let threads = opts
         .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() - 1))
         .max(1);
     let mut engine = Engine::new(settings, Metrics::new());
     let matcher = engine.matcher();

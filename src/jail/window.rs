@@ -20,11 +20,97 @@ fn millis(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Stamps kept in the table entry itself: a `maxretry` up to this needs no
+/// allocation per address (and no second cache miss per failure).
+const INLINE: usize = 8;
+
+/// The failure times of one address, oldest first; at most `keep` are kept.
+#[derive(Debug)]
+enum Stamps {
+    Inline { t: [u64; INLINE], len: u8 },
+    Heap(VecDeque<u64>),
+}
+
+impl Stamps {
+    fn new(keep: usize) -> Stamps {
+        match keep <= INLINE {
+            true => Stamps::Inline {
+                t: [0; INLINE],
+                len: 0,
+            },
+            false => Stamps::Heap(VecDeque::with_capacity(keep.min(64))),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Stamps::Inline { len, .. } => usize::from(*len),
+            Stamps::Heap(q) => q.len(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        let (inline, heap) = match self {
+            Stamps::Inline { t, len } => (&t[..usize::from(*len)], None),
+            Stamps::Heap(q) => (&[][..], Some(q)),
+        };
+        inline
+            .iter()
+            .copied()
+            .chain(heap.into_iter().flat_map(|q| q.iter().copied()))
+    }
+
+    fn first(&self) -> Option<u64> {
+        self.iter().next()
+    }
+
+    fn last(&self) -> Option<u64> {
+        match self {
+            Stamps::Inline { t, len } => t[..usize::from(*len)].last().copied(),
+            Stamps::Heap(q) => q.back().copied(),
+        }
+    }
+
+    fn pop_front(&mut self) {
+        match self {
+            Stamps::Inline { t, len } => {
+                if *len > 0 {
+                    t.copy_within(1..usize::from(*len), 0);
+                    *len -= 1;
+                }
+            }
+            Stamps::Heap(q) => {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// Appends `at`, dropping the oldest when `keep` are held.
+    fn push(&mut self, at: u64, keep: usize) {
+        while self.len() >= keep.max(1) {
+            self.pop_front();
+        }
+        match self {
+            Stamps::Inline { t, len } if usize::from(*len) < INLINE => {
+                t[usize::from(*len)] = at;
+                *len += 1;
+            }
+            Stamps::Inline { .. } => {
+                // A reload raised maxretry past what fits inline.
+                let mut q: VecDeque<u64> = self.iter().collect();
+                q.push_back(at);
+                *self = Stamps::Heap(q);
+            }
+            Stamps::Heap(q) => q.push_back(at),
+        }
+    }
+}
+
 /// Failure counts per address for one jail.
 #[derive(Debug)]
 pub struct WindowCounter {
     // Unbounded to the lru crate, capped by `capped_entry`.
-    entries: LruCache<IpAddr, VecDeque<u64>>,
+    entries: LruCache<IpAddr, Stamps>,
     cap: usize,
     evictions: u64,
 }
@@ -52,21 +138,16 @@ impl WindowCounter {
         let now_ms = millis(now);
         let horizon = now_ms.saturating_sub(findtime.as_millis() as u64);
         let keep = maxretry.max(1) as usize;
-        // Sized once for the stamps it will hold (growing 4 → 8 → 16 cost
-        // reallocations on busy jails); small windows stay small.
-        let new = || VecDeque::with_capacity(keep.min(16));
+        let new = || Stamps::new(keep);
         let (times, evicted) = super::capped_entry(&mut self.entries, self.cap, key, new);
         self.evictions += u64::from(evicted);
         // Expired entries go first; a time slightly in the past (reordered
         // lines in replay) still counts if it is inside the window.
-        while times.front().is_some_and(|t| *t <= horizon) {
+        while times.first().is_some_and(|t| t <= horizon) {
             times.pop_front();
         }
         for _ in 0..weight.max(1) {
-            if times.len() == keep {
-                times.pop_front();
-            }
-            times.push_back(now_ms);
+            times.push(now_ms, keep);
         }
         times.len() as u32
     }
@@ -81,7 +162,7 @@ impl WindowCounter {
         let horizon = millis(now).saturating_sub(findtime.as_millis() as u64);
         self.entries
             .peek(key)
-            .map_or(0, |t| t.iter().filter(|x| **x > horizon).count() as u32)
+            .map_or(0, |t| t.iter().filter(|x| *x > horizon).count() as u32)
     }
 
     /// Addresses with at least one failure inside the window at `now`,
@@ -91,7 +172,7 @@ impl WindowCounter {
         let mut v: Vec<(IpAddr, u32)> = self
             .entries
             .iter()
-            .map(|(k, t)| (*k, t.iter().filter(|x| **x > horizon).count() as u32))
+            .map(|(k, t)| (*k, t.iter().filter(|x| *x > horizon).count() as u32))
             .filter(|(_, c)| *c > 0)
             .collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -117,7 +198,7 @@ impl WindowCounter {
         let stale: Vec<IpAddr> = self
             .entries
             .iter()
-            .filter(|(_, t)| t.back().is_none_or(|x| *x <= horizon))
+            .filter(|(_, t)| t.last().is_none_or(|x| x <= horizon))
             .map(|(k, _)| *k)
             .collect();
         for k in stale {
@@ -147,6 +228,29 @@ mod tests {
         assert_eq!(w.count(&ip, t(1601), FT), 3);
         w.reset(&ip);
         assert_eq!(w.count(&ip, t(1601), FT), 0);
+    }
+
+    #[test]
+    fn stamps_past_the_inline_size_move_to_the_heap() {
+        let mut w = WindowCounter::new(10);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for i in 0..8 {
+            assert_eq!(w.record(ip, t(100 + i), 1, 8, FT), i as u32 + 1);
+        }
+        assert_eq!(w.record(ip, t(110), 1, 8, FT), 8, "held to maxretry");
+        // A reload raised maxretry: the same entry keeps counting up.
+        assert_eq!(w.record(ip, t(111), 1, 12, FT), 9);
+        assert_eq!(w.record(ip, t(112), 3, 12, FT), 12);
+        assert_eq!(w.count(&ip, t(112), FT), 12);
+        // And lowered it again.
+        assert_eq!(w.record(ip, t(113), 1, 3, FT), 3);
+        let mut s = Stamps::new(3);
+        for at in [5, 6, 7, 8] {
+            s.push(at, 3);
+        }
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![6, 7, 8]);
+        s.pop_front();
+        assert_eq!((s.first(), s.last(), s.len()), (Some(7), Some(8), 2));
     }
 
     #[test]

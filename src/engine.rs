@@ -83,11 +83,6 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    /// Whether any jail listens to `program`.
-    pub fn routes(&self, program: &str) -> bool {
-        self.router.routes(program)
-    }
-
     /// The verdicts of one event, as `(jail index, verdict)`, misses left out.
     /// Indices are those of the [`Engine`] the matcher was taken from.
     pub fn examine<'t>(&self, ev: &Event<'t>, out: &mut Vec<(usize, Verdict<'t>)>) {

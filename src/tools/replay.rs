@@ -525,8 +525,8 @@ pub fn replay<R: Read + Send>(
         // Apply in input order: matchers finish out of order.
         let mut waiting: BTreeMap<u64, Matched> = BTreeMap::new();
         let mut next = 0;
-        for m in done_rx {
-            waiting.insert(m.seq, m);
+        let gate = gate.automaton();
+        let mut apply_ready = |waiting: &mut BTreeMap<u64, Matched>| {
             while let Some(m) = waiting.remove(&next) {
                 let t = thread_cpu();
                 apply(&mut engine, &m, &mut summary, &mut on);
@@ -539,7 +539,33 @@ pub fn replay<R: Read + Send>(
                     verdicts: m.verdicts,
                 });
             }
+        };
+        loop {
+            apply_ready(&mut waiting);
+            match done_rx.try_recv() {
+                Ok(m) => {
+                    waiting.insert(m.seq, m);
+                    continue;
+                }
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            // Nothing to apply yet: rather than idle, match the oldest
+            // chunk still waiting for a matcher. Applying costs less than
+            // matching, so on few cores this thread would otherwise sit
+            // idle a third of the time while the matchers are the bottleneck.
+            let raw = chunk_rx.try_lock().ok().and_then(|r| r.try_recv().ok());
+            let m = match raw {
+                Some(chunk) => match_chunk(&matcher, gate, chunk),
+                None => match done_rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
+            waiting.insert(m.seq, m);
         }
+        // Every matcher has finished, so every chunk is here.
+        apply_ready(&mut waiting);
         reader
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the reader thread panicked")))

@@ -297,6 +297,142 @@ impl Locator {
     }
 }
 
+/// Whether `hir` has a capture group named `name`.
+pub fn has_group(hir: &Hir, name: &str) -> bool {
+    match hir.kind() {
+        HirKind::Capture(c) => c.name.as_deref() == Some(name) || has_group(&c.sub, name),
+        HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().any(|h| has_group(h, name)),
+        HirKind::Repetition(r) => has_group(&r.sub, name),
+        _ => false,
+    }
+}
+
+/// Whether the DFA matches exactly `hay[..end]` from its start (`None`:
+/// it gave up). Look-arounds see the byte after `end`, as in [`run`].
+fn ends_at(dfa: &DFA, cache: &mut Cache, hay: &[u8], end: usize) -> Option<bool> {
+    let input = Input::new(hay).range(..end).anchored(Anchored::Yes);
+    let mut sid = dfa.start_state_forward(cache, &input).ok()?;
+    for &b in hay.get(..end)? {
+        sid = next(dfa, cache, sid, Some(b))?;
+        if sid.is_tagged() {
+            if sid.is_dead() {
+                return Some(false);
+            } else if sid.is_quit() {
+                return None;
+            }
+        }
+    }
+    let sid = next(dfa, cache, sid, hay.get(end).copied())?;
+    (!sid.is_quit()).then_some(sid.is_match())
+}
+
+/// A group inside an optional part at the top level of the pattern,
+/// `^A(?:P(?P<g>G)Q)?B`, like the user name at the end of PAM's line.
+///
+/// The match is a path through the pattern either with the optional part
+/// (`^APGQB`) or without it (`^AB`). When only one of the two matches the
+/// matched span, the match took that path whatever the priorities: without
+/// it, the group is absent; with it, the group is where the [`Locator`] of
+/// `^AP(?P<g>G)QB` finds it. When both match, the capture engine decides.
+pub struct OptionalLocator {
+    /// The group in the pattern with the optional part made mandatory.
+    taken: Locator,
+    /// `^APGQB` and `^AB`, forward, every match end.
+    with: DFA,
+    without: DFA,
+    caches: CachePool,
+}
+
+impl std::fmt::Debug for OptionalLocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OptionalLocator").finish_non_exhaustive()
+    }
+}
+
+impl OptionalLocator {
+    /// The locator of group `name` when it lies in a top-level `(?:...)?`
+    /// of an anchored pattern, else `None`.
+    pub fn new(pattern: &Hir, name: &str) -> Option<OptionalLocator> {
+        let hir = keep_group(pattern, name);
+        let HirKind::Concat(parts) = hir.kind() else {
+            return None;
+        };
+        if !matches!(parts.first()?.kind(), HirKind::Look(Look::Start)) {
+            return None;
+        }
+        let k = parts.iter().position(|p| {
+            matches!(p.kind(), HirKind::Repetition(r)
+                if r.min == 0 && r.max == Some(1) && has_group(&r.sub, name))
+        })?;
+        let HirKind::Repetition(opt) = parts[k].kind() else {
+            return None;
+        };
+        let mut with = parts[..k].to_vec();
+        with.push((*opt.sub).clone());
+        with.extend_from_slice(&parts[k + 1..]);
+        let with = Hir::concat(with);
+        let mut without = parts[..k].to_vec();
+        without.extend_from_slice(&parts[k + 1..]);
+        let taken = Locator::new(&with, name)?;
+        let with = dfa(&with, false)?;
+        let without = dfa(&Hir::concat(without), false)?;
+        let (w, o) = (with.clone(), without.clone());
+        let caches: CachePool = Pool::new(Box::new(move || (w.create_cache(), o.create_cache())));
+        Some(OptionalLocator {
+            taken,
+            with,
+            without,
+            caches,
+        })
+    }
+
+    /// As [`Locator::locate`], with `Some(None)` when the group is not
+    /// part of the match.
+    pub fn locate(&self, msg: &str, end: usize) -> Option<Option<(usize, usize)>> {
+        let hay = msg.as_bytes();
+        let mut guard = self.caches.get();
+        let (wc, oc) = &mut *guard;
+        let with = ends_at(&self.with, wc, hay, end)?;
+        let without = ends_at(&self.without, oc, hay, end)?;
+        drop(guard);
+        match (with, without) {
+            (true, false) => self.taken.locate(msg, end).map(Some),
+            (false, true) => Some(None),
+            // Both paths match: which one the match took depends on the
+            // pattern's priorities.
+            _ => None,
+        }
+    }
+}
+
+/// A locator of either shape.
+#[derive(Debug)]
+pub enum GroupLocator {
+    /// The group at the top level.
+    Plain(Locator),
+    /// The group in a top-level optional part.
+    Optional(OptionalLocator),
+}
+
+impl GroupLocator {
+    /// The locator of group `name` of `pattern`, if it has one of the shapes.
+    pub fn new(pattern: &Hir, name: &str) -> Option<GroupLocator> {
+        Locator::new(pattern, name)
+            .map(GroupLocator::Plain)
+            .or_else(|| OptionalLocator::new(pattern, name).map(GroupLocator::Optional))
+    }
+
+    /// The group's byte range (`Some(None)`: not part of the match), given
+    /// that the pattern's leftmost-first match is `msg[..end]`; `None` when
+    /// the DFAs cannot decide.
+    pub fn locate(&self, msg: &str, end: usize) -> Option<Option<(usize, usize)>> {
+        match self {
+            GroupLocator::Plain(l) => l.locate(msg, end).map(Some),
+            GroupLocator::Optional(l) => l.locate(msg, end),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +538,39 @@ mod tests {
         let p = r"^(?P<user>\S+) (?:x(?P<other>y))? (?P<host>\S+)$";
         assert_eq!(agree_on(p, "user", &["root  1.2.3.4", "a xy b"]), 2);
         assert_eq!(agree_on(p, "host", &["root  1.2.3.4", "a xy b"]), 2);
+    }
+
+    #[test]
+    fn optional_groups_are_located_when_only_one_path_matches() {
+        let p = format!(
+            r"^pam_unix\(sshd:auth\): authentication failure;(?:\s+(?:logname|e?uid|tty)=\S*){{0,4}}\s+ruser=(?P<alt_user>\S*)\s+rhost={HOST}(?:\s+user=(?P<user>\S*))?(?: (?:port \d+|on \S+|\[preauth\])){{0,3}}\s*$"
+        );
+        let re = regex::Regex::new(&p).unwrap();
+        let loc = GroupLocator::new(&parse(&p), "user").expect("optional shape");
+        assert!(matches!(loc, GroupLocator::Optional(_)));
+        let head = "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh";
+        let lines = [
+            format!("{head} ruser= rhost=198.51.100.7  user=root"),
+            format!("{head} ruser= rhost=198.51.100.7"),
+            format!("{head} ruser= rhost=198.51.100.7 user="),
+            format!("{head} ruser=x rhost=2001:db8::1 user=a port 22"),
+            format!("{head} ruser=on rhost=1.1.1.1 user=on on x port 2 [preauth]"),
+        ];
+        let mut answered = 0;
+        for l in &lines {
+            let c = re.captures(l).unwrap();
+            let want = c.name("user").map(|m| (m.start(), m.end()));
+            if let Some(got) = loc.locate(l, c.get(0).unwrap().end()) {
+                assert_eq!(got, want, "{l}");
+                answered += 1;
+            }
+        }
+        assert!(answered >= 4, "{answered}");
+        // Both paths match "a b": the priorities decide, so the locator must not.
+        let p = r"^a(?: (?P<user>\S+))?(?: \S+)?$";
+        let loc = GroupLocator::new(&parse(p), "user").unwrap();
+        assert_eq!(loc.locate("a b", 3), None);
+        assert_eq!(loc.locate("a", 1), Some(None));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use regex::Regex;
-use regex_syntax::hir::{Hir, HirKind};
+use regex_syntax::hir::Hir;
 
 pub use options::NamedOptions;
 pub use spec::{FilterSpec, RegexSpec};
@@ -116,18 +116,18 @@ struct FailRegex {
 /// The locators of one pattern's groups (`None`: the pattern has no such group).
 #[derive(Debug)]
 struct Locators {
-    host: Option<locate::Locator>,
-    user: Option<locate::Locator>,
-    alt_user: Option<locate::Locator>,
+    host: Option<locate::GroupLocator>,
+    user: Option<locate::GroupLocator>,
+    alt_user: Option<locate::GroupLocator>,
 }
 
 impl Locators {
     /// Locators for every group of `hir` a verdict reads, or `None` when one
     /// of them cannot have one.
     fn new(hir: &Hir) -> Option<Locators> {
-        let one = |name: &str| match has_group(hir, name) {
+        let one = |name: &str| match locate::has_group(hir, name) {
             false => Some(None),
-            true => locate::Locator::new(hir, name).map(Some),
+            true => locate::GroupLocator::new(hir, name).map(Some),
         };
         Some(Locators {
             host: one("host")?,
@@ -141,13 +141,11 @@ impl Locators {
     /// when a locator cannot decide.
     #[allow(clippy::type_complexity)]
     fn locate<'t>(&self, msg: &'t str, end: usize) -> Option<(Option<&'t str>, Option<&'t str>)> {
-        let group = |l: &Option<locate::Locator>| -> Option<Option<&'t str>> {
-            match l {
-                None => Some(None),
-                Some(l) => {
-                    let (s, e) = l.locate(msg, end)?;
-                    msg.get(s..e).map(Some)
-                }
+        let group = |l: &Option<locate::GroupLocator>| -> Option<Option<&'t str>> {
+            match l.as_ref().map(|l| l.locate(msg, end)) {
+                None | Some(Some(None)) => Some(None),
+                Some(Some(Some((s, e)))) => msg.get(s..e).map(Some),
+                Some(None) => None,
             }
         };
         let host = group(&self.host)?;
@@ -157,16 +155,6 @@ impl Locators {
             None => group(&self.alt_user)?.filter(|u| !u.is_empty()),
         };
         Some((host, user))
-    }
-}
-
-/// Whether `hir` has a capture group named `name`.
-fn has_group(hir: &Hir, name: &str) -> bool {
-    match hir.kind() {
-        HirKind::Capture(c) => c.name.as_deref() == Some(name) || has_group(&c.sub, name),
-        HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().any(|h| has_group(h, name)),
-        HirKind::Repetition(r) => has_group(&r.sub, name),
-        _ => false,
     }
 }
 

@@ -28,12 +28,19 @@ use regex_automata::util::pool::Pool;
 use regex_automata::{Anchored, Input, MatchKind};
 use std::sync::OnceLock;
 
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::hir::{Capture, Hir, HirKind, Look, Repetition};
 
 /// Candidate pairs checked before giving up on a line.
 const MAX_PAIRS: usize = 16;
+/// Bytes kept of each literal that ends a group's head.
+const HEAD_SUFFIX_BYTES: usize = 6;
+/// More literals than this, and the head pass finds the group's start.
+const MAX_HEAD_SUFFIXES: usize = 4;
 
 type CachePool = Pool<(Cache, Cache), Box<dyn Fn() -> (Cache, Cache) + Send + Sync>>;
+type LocatorPool =
+    Pool<(Cache, Cache, Cache), Box<dyn Fn() -> (Cache, Cache, Cache) + Send + Sync>>;
 
 /// Lazy DFAs (built as lines need states, like the `regex` crate's own)
 /// locating one capture group of one pattern.
@@ -42,8 +49,14 @@ pub struct Locator {
     head: DFA,
     /// `B$`, reverse, every match start.
     tail: DFA,
-    /// Per-thread caches of the two DFAs.
-    caches: CachePool,
+    /// Per-thread caches of the head, tail and group DFAs.
+    caches: LocatorPool,
+    /// `G`, reverse, every match start: the group's candidate starts, read
+    /// back from a candidate end (a short walk: groups are one token).
+    group_rev: DFA,
+    /// Literals one of which ends every match of `^A` (`None`: no such
+    /// finite set). A start not preceded by one cannot be the group's.
+    head_suffixes: Option<Vec<Vec<u8>>>,
     /// `^G$`, for lines with more than one candidate pair.
     group_hir: Hir,
     /// Built on first need: most lines have one candidate pair, and
@@ -222,22 +235,74 @@ impl Locator {
             return None;
         };
         let tail = parts[k + 1..].to_vec();
-        let head = dfa(&Hir::concat(parts[..k].to_vec()), false)?;
+        let head_hir = Hir::concat(parts[..k].to_vec());
+        // The last few bytes of each suffix are enough to tell the
+        // group's start from the starts inside it, and keep the set small
+        // (a head without wildcards otherwise lists every spelling of it).
+        let mut suffixes = Extractor::new()
+            .kind(ExtractKind::Suffix)
+            .extract(&head_hir);
+        suffixes.keep_last_bytes(HEAD_SUFFIX_BYTES);
+        suffixes.dedup();
+        let head_suffixes = suffixes
+            .literals()
+            .filter(|lits| lits.len() <= MAX_HEAD_SUFFIXES)
+            .map(|lits| lits.iter().map(|l| l.as_bytes().to_vec()).collect());
+        let head = dfa(&head_hir, false)?;
         let tail = dfa(&Hir::concat(tail), true)?;
+        let group_rev = dfa(&cap.sub, true)?;
         let group_hir = Hir::concat(vec![
             Hir::look(Look::Start),
             (*cap.sub).clone(),
             Hir::look(Look::End),
         ]);
-        let (h, t) = (head.clone(), tail.clone());
-        let caches: CachePool = Pool::new(Box::new(move || (h.create_cache(), t.create_cache())));
+        let (h, t, g) = (head.clone(), tail.clone(), group_rev.clone());
+        let caches: LocatorPool = Pool::new(Box::new(move || {
+            (h.create_cache(), t.create_cache(), g.create_cache())
+        }));
         Some(Locator {
             head,
             tail,
             caches,
+            group_rev,
+            head_suffixes,
             group_hir,
             group: OnceLock::new(),
         })
+    }
+
+    /// The one pair left when candidate ends are read back through the
+    /// group and each start must follow one of the head's suffix literals;
+    /// `None` when not exactly one is (the head pass then decides).
+    ///
+    /// Every valid pair is among those candidates (the group matches
+    /// `msg[s..e]`, the tail `msg[e..end]`, and a head match ending at `s`
+    /// ends with one of the literals), and the whole pattern matched, so a
+    /// single candidate is the valid pair. This spares the head pass, the
+    /// longest walk: the group is a token, read back in a few bytes.
+    fn by_group(&self, gc: &mut Cache, hay: &[u8], ends: &[usize]) -> Option<(usize, usize)> {
+        let suffixes = self.head_suffixes.as_ref()?;
+        let mut found = None;
+        for &e in ends {
+            let input = Input::new(hay).range(..e).anchored(Anchored::Yes);
+            let sid = self.group_rev.start_state_reverse(gc, &input).ok()?;
+            let mut starts = [0usize; MAX_PAIRS];
+            let n = run(&self.group_rev, gc, sid, hay, e, false, &mut starts)?;
+            for &s in &starts[..n] {
+                let before = hay.get(..s)?;
+                // The last byte first: most starts inside a token fail it.
+                let ends = |l: &Vec<u8>| {
+                    l.last().is_none_or(|b| before.last() == Some(b)) && before.ends_with(l)
+                };
+                if suffixes.iter().any(ends) {
+                    if found.is_some() {
+                        return None;
+                    }
+                    found = Some((s, e));
+                }
+            }
+        }
+        found
     }
 
     /// The byte range of the group in `msg`, given that the whole pattern
@@ -249,11 +314,14 @@ impl Locator {
             return None;
         }
         let mut guard = self.caches.get();
-        let (hc, tc) = &mut *guard;
+        let (hc, tc, gc) = &mut *guard;
         let input = Input::new(hay).range(..end).anchored(Anchored::Yes);
         let mut ends = [0usize; MAX_PAIRS];
         let sid = self.tail.start_state_reverse(tc, &input).ok()?;
         let ne = run(&self.tail, tc, sid, hay, end, false, &mut ends)?;
+        if let Some(pair) = self.by_group(gc, hay, &ends[..ne]) {
+            return Some(pair);
+        }
         // The group starts before it ends: the head pass can stop at the
         // last candidate end (the tail is usually short, the head long).
         let limit = ends[..ne].iter().copied().max()?;
@@ -409,17 +477,19 @@ impl OptionalLocator {
 #[derive(Debug)]
 pub enum GroupLocator {
     /// The group at the top level.
-    Plain(Locator),
+    Plain(Box<Locator>),
     /// The group in a top-level optional part.
-    Optional(OptionalLocator),
+    Optional(Box<OptionalLocator>),
 }
 
 impl GroupLocator {
     /// The locator of group `name` of `pattern`, if it has one of the shapes.
     pub fn new(pattern: &Hir, name: &str) -> Option<GroupLocator> {
         Locator::new(pattern, name)
-            .map(GroupLocator::Plain)
-            .or_else(|| OptionalLocator::new(pattern, name).map(GroupLocator::Optional))
+            .map(|l| GroupLocator::Plain(Box::new(l)))
+            .or_else(|| {
+                OptionalLocator::new(pattern, name).map(|l| GroupLocator::Optional(Box::new(l)))
+            })
     }
 
     /// The group's byte range (`Some(None)`: not part of the match), given

@@ -760,6 +760,8 @@ pub fn replay(load: &LoadOptions, logfile: &str, opts: &replay::Options) -> i32 
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let json = opts.json;
     let show_unbans = opts.unbans;
+    // One line buffer for the ban lines: a replay can print a great many.
+    let mut line = String::with_capacity(160);
     let result = replay::replay(&settings, input, anchor, opts, |h| {
         let _ = match h {
             replay::Happening::Ban(b) if json => writeln!(
@@ -771,16 +773,31 @@ pub fn replay(load: &LoadOptions, logfile: &str, opts: &replay::Options) -> i32 
                     "time": crate::engine::unix(b.start),
                 })
             ),
-            replay::Happening::Ban(b) => writeln!(
-                out,
-                "{}  Ban    {:<20} {:<39} {} failures, bantime {}, ban #{}",
-                replay::rfc3339(b.start),
-                b.jail.as_str(),
-                b.ip,
-                b.failures,
-                b.bantime,
-                b.ban_count
-            ),
+            replay::Happening::Ban(b) => {
+                // "{time}  Ban    {jail:<20} {ip:<39} {n} failures, ...",
+                // padded by hand (the formatter pads through a slow path).
+                use std::fmt::Write as _;
+                let pad = |line: &mut String, from: usize, width: usize| {
+                    let n = line[from..].chars().count();
+                    line.extend(std::iter::repeat_n(' ', width.saturating_sub(n)));
+                };
+                line.clear();
+                replay::push_rfc3339(&mut line, b.start);
+                line.push_str("  Ban    ");
+                let at = line.len();
+                line.push_str(b.jail.as_str());
+                pad(&mut line, at, 20);
+                line.push(' ');
+                let at = line.len();
+                let _ = write!(line, "{}", b.ip);
+                pad(&mut line, at, 39);
+                let _ = writeln!(
+                    line,
+                    " {} failures, bantime {}, ban #{}",
+                    b.failures, b.bantime, b.ban_count
+                );
+                out.write_all(line.as_bytes())
+            }
             replay::Happening::Unban(b, _, at) if show_unbans && json => writeln!(
                 out,
                 "{}",

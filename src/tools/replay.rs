@@ -654,15 +654,45 @@ fn report(
 
 /// `2026-11-24T14:00:01Z`.
 pub fn rfc3339(t: SystemTime) -> String {
+    let mut s = String::with_capacity(20);
+    push_rfc3339(&mut s, t);
+    s
+}
+
+/// Appends `t` as [`rfc3339`] does, without formatting machinery: replay
+/// prints one such stamp per ban.
+pub fn push_rfc3339(out: &mut String, t: SystemTime) {
     let secs = crate::syslog::timestamp::unix_secs(t);
     let (y, mo, d) = civil_from_days(secs.div_euclid(86400));
     let tod = secs.rem_euclid(86400);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        tod / 3600,
-        (tod / 60) % 60,
-        tod % 60
-    )
+    if !(0..=9999).contains(&y) {
+        // Outside four digits: let the formatter write the sign and width.
+        use std::fmt::Write;
+        let _ = write!(out, "{y:04}");
+    } else {
+        push_digits(out, y as u64, 4);
+    }
+    let fields = [
+        (b'-', mo as u64),
+        (b'-', d as u64),
+        (b'T', (tod / 3600) as u64),
+    ];
+    for (sep, v) in fields {
+        out.push(char::from(sep));
+        push_digits(out, v, 2);
+    }
+    for v in [(tod / 60) % 60, tod % 60] {
+        out.push(':');
+        push_digits(out, v as u64, 2);
+    }
+    out.push('Z');
+}
+
+/// `v` in exactly `width` decimal digits (`v` must fit).
+fn push_digits(out: &mut String, v: u64, width: u32) {
+    for i in (0..width).rev() {
+        out.push(char::from(b'0' + ((v / 10u64.pow(i)) % 10) as u8));
+    }
 }
 
 #[cfg(test)]
@@ -724,6 +754,28 @@ mod tests {
     #[test]
     fn rfc3339_formats() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        // The hand-written digits agree with the formatter's.
+        for secs in [
+            0u64,
+            59,
+            3599,
+            86399,
+            951_782_400,
+            4_102_444_799,
+            253_402_300_799,
+        ] {
+            let t = UNIX_EPOCH + Duration::from_secs(secs);
+            let s = crate::syslog::timestamp::unix_secs(t);
+            let (y, mo, d) = civil_from_days(s.div_euclid(86400));
+            let tod = s.rem_euclid(86400);
+            let want = format!(
+                "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
+                tod / 3600,
+                (tod / 60) % 60,
+                tod % 60
+            );
+            assert_eq!(rfc3339(t), want);
+        }
         assert_eq!(
             rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_528_801)),
             "2026-11-24T14:00:01Z"

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lru::LruCache;
+use super::capped::CappedMap;
 use serde::Serialize;
 
 use crate::syslog::Event;
@@ -105,7 +105,7 @@ pub struct RecentLine {
 #[derive(Debug, Default)]
 pub struct Activity {
     rate: MinuteRate,
-    lines: Option<LruCache<IpAddr, VecDeque<RecentLine>>>,
+    lines: Option<CappedMap<IpAddr, VecDeque<RecentLine>>>,
     /// Lines kept per address while `lines` is on.
     per_address: usize,
 }
@@ -128,7 +128,7 @@ impl Activity {
         self.per_address = per_address.min(MAX_LINES_PER_ADDRESS);
         match (self.per_address > 0, self.lines.is_some()) {
             // Capped in `line`, so the table grows as addresses come.
-            (true, false) => self.lines = Some(LruCache::unbounded()),
+            (true, false) => self.lines = Some(CappedMap::new()),
             (false, true) => self.lines = None,
             _ => {}
         }
@@ -166,7 +166,7 @@ impl Activity {
         let kept = cut(&text, LINE_BYTES).len();
         let dropped = text.len() - kept;
         text.truncate(kept);
-        let (q, _) = super::capped_entry(lines, LINE_ADDRESSES, ip, VecDeque::new);
+        let (q, _) = lines.entry(LINE_ADDRESSES, ip, VecDeque::new);
         while q.len() >= self.per_address.max(1) {
             q.pop_front();
         }

@@ -7,6 +7,7 @@
 //! (from the router) and the ban manager's view of an address's history.
 
 pub mod activity;
+pub mod capped;
 pub mod ignore;
 pub mod session;
 pub mod window;
@@ -25,36 +26,6 @@ use crate::syslog::{Event, Peer};
 use activity::Activity;
 use session::Sessions;
 use window::WindowCounter;
-
-/// The entry of `key` in an LRU table held to `cap` entries: the table is
-/// created unbounded, because `LruCache::new(cap)` allocates all of it up
-/// front (megabytes per jail at idle), and grows as keys come. Once it
-/// reaches the cap it is bounded there, so a new key takes over the stalest
-/// entry's slot (no allocation per new key under a flood); the flag says
-/// whether one was evicted.
-fn capped_entry<K, V>(
-    map: &mut lru::LruCache<K, V>,
-    cap: usize,
-    key: K,
-    new: impl FnOnce() -> V,
-) -> (&mut V, bool)
-where
-    K: std::hash::Hash + Eq,
-{
-    use std::num::NonZeroUsize;
-    let full = map.len() >= cap;
-    if full && map.cap().get() != cap {
-        if let Some(c) = NonZeroUsize::new(cap) {
-            map.resize(c);
-        }
-    } else if map.cap().get() < cap {
-        // A reload raised the cap: unbounded again until it is reached.
-        map.resize(NonZeroUsize::MAX);
-    }
-    // The length test first: the extra lookup only happens at the cap.
-    let evicted = full && !map.contains(&key);
-    (map.get_or_insert_mut(key, new), evicted)
-}
 
 /// A jail's name: short, and safe to use in firewall object names.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

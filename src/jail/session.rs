@@ -11,7 +11,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lru::LruCache;
+use super::capped::CappedMap;
 
 use crate::filter::HitKind;
 use crate::syslog::Event;
@@ -77,7 +77,7 @@ impl Session {
 /// The session table of one jail.
 #[derive(Debug)]
 pub struct Sessions {
-    map: LruCache<u64, Session>,
+    map: CappedMap<u64, Session>,
     /// Keyed hashing, so a sender cannot craft colliding session keys.
     hasher: RandomState,
 }
@@ -85,8 +85,8 @@ pub struct Sessions {
 impl Default for Sessions {
     fn default() -> Self {
         Sessions {
-            // Capped in `touch` (see `capped_entry`).
-            map: LruCache::unbounded(),
+            // Capped in `touch`.
+            map: CappedMap::new(),
             hasher: RandomState::new(),
         }
     }
@@ -115,7 +115,7 @@ impl Sessions {
     /// silent for longer than [`SESSION_TTL`]).
     fn touch(&mut self, key: u64, now: SystemTime) -> &mut Session {
         let now_ms = ms(now);
-        let (s, _) = super::capped_entry(&mut self.map, SESSION_CAP, key, || Session::new(now_ms));
+        let (s, _) = self.map.entry(SESSION_CAP, key, || Session::new(now_ms));
         if now_ms.saturating_sub(s.last_ms) > SESSION_TTL.as_millis() as u64 {
             *s = Session::new(now_ms);
         }
@@ -210,7 +210,7 @@ impl Sessions {
 
     /// Forgets a session (a successful login ends what it was waiting for).
     pub fn forget(&mut self, key: u64) {
-        self.map.pop(&key);
+        self.map.remove(&key);
     }
 
     /// Sessions remembered.

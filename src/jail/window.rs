@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lru::LruCache;
+use super::capped::CappedMap;
 
 /// Milliseconds since the epoch: compact and totally ordered.
 fn millis(t: SystemTime) -> u64 {
@@ -109,8 +109,7 @@ impl Stamps {
 /// Failure counts per address for one jail.
 #[derive(Debug)]
 pub struct WindowCounter {
-    // Unbounded to the lru crate, capped by `capped_entry`.
-    entries: LruCache<IpAddr, Stamps>,
+    entries: CappedMap<IpAddr, Stamps>,
     cap: usize,
     evictions: u64,
 }
@@ -119,7 +118,7 @@ impl WindowCounter {
     /// A counter tracking at most `cap` addresses; it grows as they come.
     pub fn new(cap: usize) -> Self {
         WindowCounter {
-            entries: LruCache::unbounded(),
+            entries: CappedMap::new(),
             cap: cap.max(1),
             evictions: 0,
         }
@@ -139,8 +138,8 @@ impl WindowCounter {
         let horizon = now_ms.saturating_sub(findtime.as_millis() as u64);
         let keep = maxretry.max(1) as usize;
         let new = || Stamps::new(keep);
-        let (times, evicted) = super::capped_entry(&mut self.entries, self.cap, key, new);
-        self.evictions += u64::from(evicted);
+        let (times, evicted) = self.entries.entry(self.cap, key, new);
+        self.evictions += evicted as u64;
         // Expired entries go first; a time slightly in the past (reordered
         // lines in replay) still counts if it is inside the window.
         while times.first().is_some_and(|t| t <= horizon) {
@@ -154,7 +153,7 @@ impl WindowCounter {
 
     /// Forgets an address (after it was banned).
     pub fn reset(&mut self, key: &IpAddr) {
-        self.entries.pop(key);
+        self.entries.remove(key);
     }
 
     /// Current count for an address within `findtime` of `now`.
@@ -195,15 +194,8 @@ impl WindowCounter {
     /// housekeeping so "currently failed" stays honest).
     pub fn expire(&mut self, now: SystemTime, findtime: Duration) {
         let horizon = millis(now).saturating_sub(findtime.as_millis() as u64);
-        let stale: Vec<IpAddr> = self
-            .entries
-            .iter()
-            .filter(|(_, t)| t.last().is_none_or(|x| x <= horizon))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in stale {
-            self.entries.pop(&k);
-        }
+        self.entries
+            .retain(|_, t| t.last().is_some_and(|x| x > horizon));
     }
 }
 

@@ -166,7 +166,7 @@ impl Activity {
         let kept = cut(&text, LINE_BYTES).len();
         let dropped = text.len() - kept;
         text.truncate(kept);
-        let (q, _) = lines.entry(LINE_ADDRESSES, ip, VecDeque::new);
+        let (q, _) = lines.entry(LINE_ADDRESSES, ip, VecDeque::new, |_| false);
         while q.len() >= self.per_address.max(1) {
             q.pop_front();
         }

@@ -5,10 +5,13 @@
 //! relinks neighbours on every touch: several cache misses per failure
 //! counted, which profiles of `replay` showed. Here entries live in the
 //! hash table itself and carry the tick of their last touch. When a new
-//! key arrives at the cap, the stalest sixteenth of the table (at least
-//! one entry) is evicted at once, found by selection on the ticks: the same
-//! entries an LRU list would have evicted, in one pass instead of one
-//! unlink per key. Memory stays flat: the table never grows past the cap.
+//! key arrives at the cap, entries the owner calls dead (a session silent
+//! past its lifetime, a window with no failure left in it: both read the
+//! same as no entry) go first; if that frees less than a sixteenth of the
+//! table, the stalest entries make up the rest, found by selection on the
+//! ticks: the same entries an LRU list would have evicted, in one pass
+//! instead of one unlink per key. Memory stays flat: the table never grows
+//! past the cap.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -49,12 +52,19 @@ impl<K: Hash + Eq, V> CappedMap<K, V> {
     }
 
     /// The entry of `key`, created by `new` if absent, marked as touched
-    /// now. A new key at `cap` entries first evicts the stalest ones; the
-    /// count says how many.
-    pub fn entry(&mut self, cap: usize, key: K, new: impl FnOnce() -> V) -> (&mut V, usize) {
+    /// now. A new key at `cap` entries first makes room: entries `dead`
+    /// accepts go, then the stalest live ones as needed; the count says how
+    /// many live ones went.
+    pub fn entry(
+        &mut self,
+        cap: usize,
+        key: K,
+        new: impl FnOnce() -> V,
+        dead: impl Fn(&V) -> bool,
+    ) -> (&mut V, usize) {
         self.clock += 1;
         let evicted = match self.map.len() >= cap.max(1) && !self.map.contains_key(&key) {
-            true => self.evict(cap.max(1)),
+            true => self.evict(cap.max(1), dead),
             false => 0,
         };
         let slot = self.map.entry(key).or_insert_with(|| Slot {
@@ -65,11 +75,18 @@ impl<K: Hash + Eq, V> CappedMap<K, V> {
         (&mut slot.value, evicted)
     }
 
-    /// Evicts the stalest entries so that one more fits under `cap` with
-    /// room for a sixteenth of it; returns how many went.
-    fn evict(&mut self, cap: usize) -> usize {
-        let n = (self.map.len() + 1).saturating_sub(cap) + (cap / EVICT_DIVISOR).max(1) - 1;
-        let n = n.clamp(1, self.map.len());
+    /// Makes room for one more entry under `cap` and a sixteenth of it:
+    /// dead entries first, then the stalest; returns how many live ones went.
+    fn evict(&mut self, cap: usize, dead: impl Fn(&V) -> bool) -> usize {
+        let want = (self.map.len() + 1).saturating_sub(cap) + (cap / EVICT_DIVISOR).max(1) - 1;
+        let before = self.map.len();
+        self.map.retain(|_, s| !dead(&s.value));
+        let n = want
+            .saturating_sub(before - self.map.len())
+            .min(self.map.len());
+        if n == 0 {
+            return 0;
+        }
         let mut ticks: Vec<u64> = self.map.values().map(|s| s.touched).collect();
         // Ticks are unique (one per touch), so exactly `n` are at or below.
         let (_, last, _) = ticks.select_nth_unstable(n - 1);
@@ -133,15 +150,15 @@ mod tests {
     #[test]
     fn small_caps_evict_exactly_the_stalest() {
         let mut m = CappedMap::new();
-        assert_eq!(m.entry(2, "a", || 1).1, 0);
-        assert_eq!(m.entry(2, "b", || 2).1, 0);
-        *m.entry(2, "a", || 0).0 += 10; // touches a
-        assert_eq!(m.entry(2, "c", || 3).1, 1);
+        assert_eq!(m.entry(2, "a", || 1, |_| false).1, 0);
+        assert_eq!(m.entry(2, "b", || 2, |_| false).1, 0);
+        *m.entry(2, "a", || 0, |_| false).0 += 10; // touches a
+        assert_eq!(m.entry(2, "c", || 3, |_| false).1, 1);
         assert_eq!(m.len(), 2);
         assert!(!m.contains("b"), "b was touched longest ago");
         assert_eq!(m.peek("a"), Some(&11));
         // Touching an existing key at the cap evicts nothing.
-        assert_eq!(m.entry(2, "c", || 0).1, 0);
+        assert_eq!(m.entry(2, "c", || 0, |_| false).1, 0);
     }
 
     #[test]
@@ -150,10 +167,10 @@ mod tests {
         let cap = 1000;
         let mut evicted = 0;
         for i in 0..100_000u32 {
-            evicted += m.entry(cap, i, || i).1;
+            evicted += m.entry(cap, i, || i, |_| false).1;
             assert!(m.len() <= cap);
             // One old key stays hot all along.
-            m.entry(cap, u32::MAX, || 0);
+            m.entry(cap, u32::MAX, || 0, |_| false);
         }
         assert_eq!(evicted + m.len(), 100_001);
         assert!(m.contains(&u32::MAX));
@@ -164,12 +181,33 @@ mod tests {
     }
 
     #[test]
+    fn dead_entries_go_first_and_are_not_counted() {
+        let mut m = CappedMap::new();
+        for i in 0..64u32 {
+            m.entry(64, i, || i, |_| false);
+        }
+        // Odd values are dead: 32 go, none of them counted, and the
+        // stalest live entry (0) stays.
+        assert_eq!(m.entry(64, 100, || 100, |v| v % 2 == 1).1, 0);
+        assert_eq!(m.len(), 33);
+        assert!(m.contains(&0) && !m.contains(&1));
+        // Too few dead ones: the stalest live make up the batch of 4.
+        for i in 200..231u32 {
+            m.entry(64, i, || i, |_| false);
+        }
+        assert_eq!(m.len(), 64);
+        assert_eq!(m.entry(64, 300, || 300, |v| *v == 2).1, 3);
+        assert!(!m.contains(&2) && !m.contains(&0) && !m.contains(&4) && !m.contains(&6));
+        assert!(m.contains(&8) && m.contains(&300));
+    }
+
+    #[test]
     fn a_lowered_cap_evicts_down_to_it() {
         let mut m = CappedMap::new();
         for i in 0..100u32 {
-            m.entry(100, i, || i);
+            m.entry(100, i, || i, |_| false);
         }
-        assert_eq!(m.entry(10, 1000, || 0).1, 91);
+        assert_eq!(m.entry(10, 1000, || 0, |_| false).1, 91);
         assert_eq!(m.len(), 10);
         assert!(m.contains(&99) && m.contains(&1000) && !m.contains(&90));
         m.retain(|k, _| *k != 99);

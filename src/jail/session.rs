@@ -115,7 +115,12 @@ impl Sessions {
     /// silent for longer than [`SESSION_TTL`]).
     fn touch(&mut self, key: u64, now: SystemTime) -> &mut Session {
         let now_ms = ms(now);
-        let (s, _) = self.map.entry(SESSION_CAP, key, || Session::new(now_ms));
+        let ttl = SESSION_TTL.as_millis() as u64;
+        // A session silent past its lifetime reads as a new one anyway.
+        let dead = |s: &Session| now_ms.saturating_sub(s.last_ms) > ttl;
+        let (s, _) = self
+            .map
+            .entry(SESSION_CAP, key, || Session::new(now_ms), dead);
         if now_ms.saturating_sub(s.last_ms) > SESSION_TTL.as_millis() as u64 {
             *s = Session::new(now_ms);
         }

@@ -138,7 +138,9 @@ impl WindowCounter {
         let horizon = now_ms.saturating_sub(findtime.as_millis() as u64);
         let keep = maxretry.max(1) as usize;
         let new = || Stamps::new(keep);
-        let (times, evicted) = self.entries.entry(self.cap, key, new);
+        // An address with no failure left in the window counts as none.
+        let dead = |t: &Stamps| t.last().is_none_or(|x| x <= horizon);
+        let (times, evicted) = self.entries.entry(self.cap, key, new, dead);
         self.evictions += evicted as u64;
         // Expired entries go first; a time slightly in the past (reordered
         // lines in replay) still counts if it is inside the window.

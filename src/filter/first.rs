@@ -20,6 +20,11 @@ type CachePool = Pool<Cache, Box<dyn Fn() -> Cache + Send + Sync>>;
 pub struct FirstMatch {
     dfa: DFA,
     caches: CachePool,
+    /// Bytes a message can begin with and still match (or make the DFA
+    /// give up). Most messages a filter sees start with a byte none of its
+    /// patterns can: they are refused here, without touching the DFA, whose
+    /// tables are then cold in the cache.
+    first: [bool; 256],
 }
 
 impl std::fmt::Debug for FirstMatch {
@@ -75,11 +80,17 @@ impl FirstMatch {
             .ok()?;
         let d = dfa.clone();
         let caches: CachePool = Pool::new(Box::new(move || d.create_cache()));
-        Some(FirstMatch { dfa, caches })
+        let first = first_bytes(&dfa);
+        Some(FirstMatch { dfa, caches, first })
     }
 
     /// The first pattern matching `msg`.
     pub fn search(&self, msg: &str) -> First {
+        if let Some(&b) = msg.as_bytes().first() {
+            if !self.first[usize::from(b)] {
+                return First::None;
+            }
+        }
         let mut cache = self.caches.get();
         let input = Input::new(msg).anchored(Anchored::Yes);
         match self.dfa.try_search_fwd(&mut cache, &input) {
@@ -91,6 +102,25 @@ impl FirstMatch {
             Err(_) => First::GaveUp,
         }
     }
+}
+
+/// For each byte, whether a message starting with it can match: the DFA's
+/// anchored start state does not die on it. A match state is not dead (an
+/// empty match at the start keeps its byte), nor is the state that quits on
+/// a non-ASCII byte next to `\b`, so refusing the others is exact.
+fn first_bytes(dfa: &DFA) -> [bool; 256] {
+    let mut first = [true; 256];
+    let mut cache = dfa.create_cache();
+    let input = Input::new("").anchored(Anchored::Yes);
+    let Ok(start) = dfa.start_state_forward(&mut cache, &input) else {
+        return first;
+    };
+    for (b, ok) in (0..=255u8).zip(first.iter_mut()) {
+        if let Ok(next) = dfa.next_state(&mut cache, start, b) {
+            *ok = !next.is_dead();
+        }
+    }
+    first
 }
 
 #[cfg(test)]
@@ -115,6 +145,26 @@ mod tests {
         // Greedy and lazy repetitions keep their own ends.
         assert_eq!(first(&["^a.*b", "^a"], "a1b2b3"), m(0, 5));
         assert_eq!(first(&["^a.*?b", "^a"], "a1b2b3"), m(0, 3));
+    }
+
+    #[test]
+    fn the_first_byte_refuses_only_what_cannot_match() {
+        let m = |pattern, end| First::Match { pattern, end };
+        let pats = [r"^\(?pam_x", r"^[aA]uth"];
+        for (msg, want) in [
+            ("Accepted x", First::None),
+            ("pam_x y", m(0, 5)),
+            ("(pam_x", m(0, 6)),
+            ("auth", m(1, 4)),
+            ("Auth", m(1, 4)),
+            ("", First::None),
+            ("é", First::None),
+        ] {
+            assert_eq!(first(&pats, msg), want, "{msg:?}");
+        }
+        // Patterns that match empty, or give up on non-ASCII, keep every byte.
+        assert_eq!(first(&[r"^(?:x)?"], "zzz"), m(0, 0));
+        assert_eq!(first(&[r"^\b"], "é"), First::GaveUp);
     }
 
     #[test]

@@ -460,16 +460,17 @@ impl OptionalLocator {
         let hay = msg.as_bytes();
         let mut guard = self.caches.get();
         let (wc, oc) = &mut *guard;
-        let with = ends_at(&self.with, wc, hay, end)?;
-        let without = ends_at(&self.without, oc, hay, end)?;
-        drop(guard);
-        match (with, without) {
-            (true, false) => self.taken.locate(msg, end).map(Some),
-            (false, true) => Some(None),
-            // Both paths match: which one the match took depends on the
-            // pattern's priorities.
-            _ => None,
+        // The whole pattern matched, so one path does: when the path
+        // without the part does not, the one with it is the match.
+        if !ends_at(&self.without, oc, hay, end)? {
+            drop(guard);
+            return self.taken.locate(msg, end).map(Some);
         }
+        let with = ends_at(&self.with, wc, hay, end)?;
+        drop(guard);
+        // Both paths match: which one the match took depends on the
+        // pattern's priorities.
+        (!with).then_some(None)
     }
 }
 

@@ -3,8 +3,11 @@
 //!
 //! A linked LRU list (the `lru` crate) keeps each entry in its own node and
 //! relinks neighbours on every touch: several cache misses per failure
-//! counted, which profiles of `replay` showed. Here entries live in the
-//! hash table itself and carry the tick of their last touch. When a new
+//! counted, which profiles of `replay` showed. Here entries live in one
+//! dense vector behind a table of indices (`indexmap`; entries inline in a
+//! hash table would cost twice the memory at a million addresses, since
+//! such a table is up to half empty after it grows) and carry the tick of
+//! their last touch. When a new
 //! key arrives at the cap, entries the owner calls dead (a session silent
 //! past its lifetime, a window with no failure left in it: both read the
 //! same as no entry) go first; if that frees less than a sixteenth of the
@@ -13,9 +16,9 @@
 //! instead of one unlink per key. Memory stays flat: the table never grows
 //! past the cap.
 
-use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::hash::Hash;
+
+use indexmap::{Equivalent, IndexMap};
 
 /// Entries evicted at once at the cap: this fraction of it (at least one).
 const EVICT_DIVISOR: usize = 16;
@@ -32,14 +35,14 @@ struct Slot<V> {
 pub struct CappedMap<K, V> {
     // foldhash, seeded per table: keys are addresses and keyed session
     // hashes, and a per-process seed keeps crafted collisions out.
-    map: HashMap<K, Slot<V>, foldhash::fast::RandomState>,
+    map: IndexMap<K, Slot<V>, foldhash::fast::RandomState>,
     clock: u64,
 }
 
 impl<K, V> Default for CappedMap<K, V> {
     fn default() -> Self {
         CappedMap {
-            map: HashMap::default(),
+            map: IndexMap::default(),
             clock: 0,
         }
     }
@@ -98,8 +101,7 @@ impl<K: Hash + Eq, V> CappedMap<K, V> {
     /// Whether `key` has an entry.
     pub fn contains<Q>(&self, key: &Q) -> bool
     where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Hash + Equivalent<K> + ?Sized,
     {
         self.map.contains_key(key)
     }
@@ -107,8 +109,7 @@ impl<K: Hash + Eq, V> CappedMap<K, V> {
     /// The entry of `key`, without touching it.
     pub fn peek<Q>(&self, key: &Q) -> Option<&V>
     where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Hash + Equivalent<K> + ?Sized,
     {
         self.map.get(key).map(|s| &s.value)
     }
@@ -116,10 +117,10 @@ impl<K: Hash + Eq, V> CappedMap<K, V> {
     /// Removes the entry of `key`.
     pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Hash + Equivalent<K> + ?Sized,
     {
-        self.map.remove(key).map(|s| s.value)
+        // The last entry takes the removed one's place: O(1).
+        self.map.swap_remove(key).map(|s| s.value)
     }
 
     /// Keeps only the entries `keep` accepts.
@@ -176,7 +177,7 @@ mod tests {
         assert!(m.contains(&u32::MAX));
         assert!(m.contains(&99_999));
         assert!(!m.contains(&0));
-        // The table's allocation does not grow past what the cap needed.
+        // The allocation does not grow past what the cap needed.
         assert!(m.map.capacity() < 4 * cap, "{}", m.map.capacity());
     }
 

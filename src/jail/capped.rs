@@ -1,4 +1,4 @@
-//! A hash table held to a cap by evicting the entries touched longest ago:
+//! A hash table held to a cap by evicting entries not used for longest:
 //! the window counter's, session and recent-line tables.
 //!
 //! A linked LRU list (the `lru` crate) keeps each entry in its own node and
@@ -6,26 +6,27 @@
 //! counted, which profiles of `replay` showed. Here entries live in one
 //! dense vector behind a table of indices (`indexmap`; entries inline in a
 //! hash table would cost twice the memory at a million addresses, since
-//! such a table is up to half empty after it grows) and carry the tick of
-//! their last touch. When a new
-//! key arrives at the cap, entries the owner calls dead (a session silent
-//! past its lifetime, a window with no failure left in it: both read the
-//! same as no entry) go first; if that frees less than a sixteenth of the
-//! table, the stalest entries make up the rest, found by selection on the
-//! ticks: the same entries an LRU list would have evicted, in one pass
-//! instead of one unlink per key. Memory stays flat: the table never grows
-//! past the cap.
+//! such a table is up to half empty after it grows).
+//!
+//! Eviction is the CLOCK approximation of LRU: a hand walks the vector; an
+//! entry touched since the hand last passed gets a second chance (its mark
+//! is cleared), one that was not is evicted, and so is one its owner calls
+//! dead (a session silent past its lifetime, a window with no failure left:
+//! both read the same as no entry), without counting it. New entries join
+//! behind the hand, so each lives at least until the hand comes round. Every
+//! insertion at the cap costs O(1) on average and never more than one walk
+//! of the marks: no pause to sort or rebuild the table under a flood of new
+//! addresses. Memory stays flat: the table never grows past the cap.
 
 use std::hash::Hash;
 
+use indexmap::map::Entry;
 use indexmap::{Equivalent, IndexMap};
-
-/// Entries evicted at once at the cap: this fraction of it (at least one).
-const EVICT_DIVISOR: usize = 16;
 
 #[derive(Debug)]
 struct Slot<V> {
-    touched: u64,
+    /// Touched since the hand last passed.
+    marked: bool,
     value: V,
 }
 
@@ -36,14 +37,15 @@ pub struct CappedMap<K, V> {
     // foldhash, seeded per table: keys are addresses and keyed session
     // hashes, and a per-process seed keeps crafted collisions out.
     map: IndexMap<K, Slot<V>, foldhash::fast::RandomState>,
-    clock: u64,
+    /// The CLOCK hand: the next index to look at.
+    hand: usize,
 }
 
 impl<K, V> Default for CappedMap<K, V> {
     fn default() -> Self {
         CappedMap {
             map: IndexMap::default(),
-            clock: 0,
+            hand: 0,
         }
     }
 }
@@ -54,10 +56,10 @@ impl<K: Hash + Eq, V> CappedMap<K, V> {
         Self::default()
     }
 
-    /// The entry of `key`, created by `new` if absent, marked as touched
-    /// now. A new key at `cap` entries first makes room: entries `dead`
-    /// accepts go, then the stalest live ones as needed; the count says how
-    /// many live ones went.
+    /// The entry of `key`, created by `new` if absent, marked as touched.
+    /// A new key at `cap` entries first makes room (see the module doc);
+    /// the count says how many live entries went (dead ones are not
+    /// counted).
     pub fn entry(
         &mut self,
         cap: usize,
@@ -65,37 +67,50 @@ impl<K: Hash + Eq, V> CappedMap<K, V> {
         new: impl FnOnce() -> V,
         dead: impl Fn(&V) -> bool,
     ) -> (&mut V, usize) {
-        self.clock += 1;
-        let evicted = match self.map.len() >= cap.max(1) && !self.map.contains_key(&key) {
-            true => self.evict(cap.max(1), dead),
-            false => 0,
+        let cap = cap.max(1);
+        let mut evicted = 0;
+        if self.map.len() >= cap && !self.map.contains_key(&key) {
+            while self.map.len() >= cap {
+                evicted += self.evict_one(&dead);
+            }
+        }
+        let slot = match self.map.entry(key) {
+            Entry::Occupied(o) => {
+                let slot = o.into_mut();
+                slot.marked = true;
+                slot
+            }
+            Entry::Vacant(v) => v.insert(Slot {
+                marked: false,
+                value: new(),
+            }),
         };
-        let slot = self.map.entry(key).or_insert_with(|| Slot {
-            touched: 0,
-            value: new(),
-        });
-        slot.touched = self.clock;
         (&mut slot.value, evicted)
     }
 
-    /// Makes room for one more entry under `cap` and a sixteenth of it:
-    /// dead entries first, then the stalest; returns how many live ones went.
-    fn evict(&mut self, cap: usize, dead: impl Fn(&V) -> bool) -> usize {
-        let want = (self.map.len() + 1).saturating_sub(cap) + (cap / EVICT_DIVISOR).max(1) - 1;
-        let before = self.map.len();
-        self.map.retain(|_, s| !dead(&s.value));
-        let n = want
-            .saturating_sub(before - self.map.len())
-            .min(self.map.len());
-        if n == 0 {
-            return 0;
+    /// Moves the hand until it evicts one entry; returns 1 if it was live.
+    fn evict_one(&mut self, dead: &impl Fn(&V) -> bool) -> usize {
+        // Each pass over a marked entry clears it, so this ends within one
+        // walk of the table.
+        loop {
+            if self.hand >= self.map.len() {
+                self.hand = 0;
+            }
+            let Some((_, slot)) = self.map.get_index_mut(self.hand) else {
+                return 0; // empty: nothing to evict
+            };
+            let is_dead = dead(&slot.value);
+            if slot.marked && !is_dead {
+                slot.marked = false;
+                self.hand += 1;
+                continue;
+            }
+            // The last entry (the newest) takes this place; the hand steps
+            // past it, so it waits a whole round like every new entry.
+            self.map.swap_remove_index(self.hand);
+            self.hand += 1;
+            return usize::from(!is_dead);
         }
-        let mut ticks: Vec<u64> = self.map.values().map(|s| s.touched).collect();
-        // Ticks are unique (one per touch), so exactly `n` are at or below.
-        let (_, last, _) = ticks.select_nth_unstable(n - 1);
-        let last = *last;
-        self.map.retain(|_, s| s.touched > last);
-        n
     }
 
     /// Whether `key` has an entry.
@@ -148,71 +163,70 @@ impl<K: Hash + Eq, V> CappedMap<K, V> {
 mod tests {
     use super::*;
 
+    const LIVE: fn(&u32) -> bool = |_| false;
+
     #[test]
-    fn small_caps_evict_exactly_the_stalest() {
+    fn an_entry_touched_again_outlives_one_that_was_not() {
         let mut m = CappedMap::new();
         assert_eq!(m.entry(2, "a", || 1, |_| false).1, 0);
         assert_eq!(m.entry(2, "b", || 2, |_| false).1, 0);
         *m.entry(2, "a", || 0, |_| false).0 += 10; // touches a
         assert_eq!(m.entry(2, "c", || 3, |_| false).1, 1);
         assert_eq!(m.len(), 2);
-        assert!(!m.contains("b"), "b was touched longest ago");
+        assert!(!m.contains("b"), "b was not touched again");
         assert_eq!(m.peek("a"), Some(&11));
         // Touching an existing key at the cap evicts nothing.
         assert_eq!(m.entry(2, "c", || 0, |_| false).1, 0);
     }
 
     #[test]
-    fn a_flood_stays_at_the_cap_and_keeps_the_recent() {
+    fn a_flood_stays_at_the_cap_and_keeps_the_recent_and_the_hot() {
         let mut m = CappedMap::new();
         let cap = 1000;
         let mut evicted = 0;
         for i in 0..100_000u32 {
-            evicted += m.entry(cap, i, || i, |_| false).1;
+            evicted += m.entry(cap, i, || i, LIVE).1;
             assert!(m.len() <= cap);
+            // The newest entry is never the next one evicted.
+            assert!(m.contains(&i));
             // One old key stays hot all along.
-            m.entry(cap, u32::MAX, || 0, |_| false);
+            m.entry(cap, u32::MAX, || 0, LIVE);
         }
         assert_eq!(evicted + m.len(), 100_001);
         assert!(m.contains(&u32::MAX));
-        assert!(m.contains(&99_999));
+        assert!(m.contains(&99_998) && m.contains(&99_999));
         assert!(!m.contains(&0));
         // The allocation does not grow past what the cap needed.
         assert!(m.map.capacity() < 4 * cap, "{}", m.map.capacity());
     }
 
     #[test]
-    fn dead_entries_go_first_and_are_not_counted() {
+    fn dead_entries_go_uncounted() {
         let mut m = CappedMap::new();
         for i in 0..64u32 {
-            m.entry(64, i, || i, |_| false);
+            m.entry(64, i, || i, LIVE);
         }
-        // Odd values are dead: 32 go, none of them counted, and the
-        // stalest live entry (0) stays.
-        assert_eq!(m.entry(64, 100, || 100, |v| v % 2 == 1).1, 0);
-        assert_eq!(m.len(), 33);
-        assert!(m.contains(&0) && !m.contains(&1));
-        // Too few dead ones: the stalest live make up the batch of 4.
-        for i in 200..231u32 {
-            m.entry(64, i, || i, |_| false);
-        }
+        // The hand meets 0 first: dead, so it goes without being counted.
+        assert_eq!(m.entry(64, 100, || 100, |v| *v < 32).1, 0);
         assert_eq!(m.len(), 64);
-        assert_eq!(m.entry(64, 300, || 300, |v| *v == 2).1, 3);
-        assert!(!m.contains(&2) && !m.contains(&0) && !m.contains(&4) && !m.contains(&6));
-        assert!(m.contains(&8) && m.contains(&300));
+        assert!(!m.contains(&0) && m.contains(&100));
+        // Live and unmarked: counted.
+        assert_eq!(m.entry(64, 101, || 101, LIVE).1, 1);
+        assert_eq!(m.len(), 64);
     }
 
     #[test]
     fn a_lowered_cap_evicts_down_to_it() {
         let mut m = CappedMap::new();
         for i in 0..100u32 {
-            m.entry(100, i, || i, |_| false);
+            m.entry(100, i, || i, LIVE);
         }
-        assert_eq!(m.entry(10, 1000, || 0, |_| false).1, 91);
+        assert_eq!(m.entry(10, 1000, || 0, LIVE).1, 91);
         assert_eq!(m.len(), 10);
-        assert!(m.contains(&99) && m.contains(&1000) && !m.contains(&90));
-        m.retain(|k, _| *k != 99);
-        assert!(!m.contains(&99));
+        assert!(m.contains(&1000));
+        let kept = *m.iter().find(|(k, _)| **k != 1000).unwrap().0;
+        m.retain(|k, _| *k != kept);
+        assert!(!m.contains(&kept));
         assert_eq!(m.remove(&1000), Some(0));
         assert_eq!(m.iter().count(), 8);
     }

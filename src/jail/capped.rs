@@ -13,7 +13,8 @@
 //! is cleared), one that was not is evicted, and so is one its owner calls
 //! dead (a session silent past its lifetime, a window with no failure left:
 //! both read the same as no entry), without counting it. New entries join
-//! behind the hand, so each lives at least until the hand comes round. Every
+//! behind the hand, so each lives until the hand comes round (but once per
+//! round, when the hand reaches the end of the vector first). Every
 //! insertion at the cap costs O(1) on average and never more than one walk
 //! of the marks: no pause to sort or rebuild the table under a flood of new
 //! addresses. Memory stays flat: the table never grows past the cap.
@@ -105,8 +106,10 @@ impl<K: Hash + Eq, V> CappedMap<K, V> {
                 self.hand += 1;
                 continue;
             }
-            // The last entry (the newest) takes this place; the hand steps
-            // past it, so it waits a whole round like every new entry.
+            // The last entry (usually the newest) takes this place; the
+            // hand steps past it, so it waits a whole round. (Only when the
+            // hand stands on the last entry itself does a new entry go
+            // first: once per round.)
             self.map.swap_remove_index(self.hand);
             self.hand += 1;
             return usize::from(!is_dead);
@@ -183,16 +186,19 @@ mod tests {
     fn a_flood_stays_at_the_cap_and_keeps_the_recent_and_the_hot() {
         let mut m = CappedMap::new();
         let cap = 1000;
-        let mut evicted = 0;
+        let (mut evicted, mut new_lost) = (0, 0);
         for i in 0..100_000u32 {
             evicted += m.entry(cap, i, || i, LIVE).1;
             assert!(m.len() <= cap);
-            // The newest entry is never the next one evicted.
-            assert!(m.contains(&i));
+            // A new entry outlives the next insertion but once per round.
+            if i > 0 && !m.contains(&(i - 1)) {
+                new_lost += 1;
+            }
             // One old key stays hot all along.
             m.entry(cap, u32::MAX, || 0, LIVE);
         }
         assert_eq!(evicted + m.len(), 100_001);
+        assert!(new_lost <= 100_000 / cap + 1, "{new_lost}");
         assert!(m.contains(&u32::MAX));
         assert!(m.contains(&99_998) && m.contains(&99_999));
         assert!(!m.contains(&0));

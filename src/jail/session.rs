@@ -116,12 +116,13 @@ impl Sessions {
     fn touch(&mut self, key: u64, now: SystemTime) -> &mut Session {
         let now_ms = ms(now);
         let ttl = SESSION_TTL.as_millis() as u64;
-        // A session silent past its lifetime reads as a new one anyway.
-        let dead = |s: &Session| now_ms.saturating_sub(s.last_ms) > ttl;
+        // A session silent past its lifetime reads as a new one (so the
+        // table may also evict it at its cap without counting it).
+        let stale = move |s: &Session| now_ms.saturating_sub(s.last_ms) > ttl;
         let (s, _) = self
             .map
-            .entry(SESSION_CAP, key, || Session::new(now_ms), dead);
-        if now_ms.saturating_sub(s.last_ms) > SESSION_TTL.as_millis() as u64 {
+            .entry(SESSION_CAP, key, || Session::new(now_ms), stale);
+        if stale(s) {
             *s = Session::new(now_ms);
         }
         s.last_ms = now_ms;

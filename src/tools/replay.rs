@@ -21,7 +21,9 @@
 //!   byte spans into the chunk.
 //! - The applier rebuilds each matched event from its spans and applies it
 //!   to the engine in input order, at the message's time. Lines that matched
-//!   nothing never reach it.
+//!   nothing never reach it. When the next chunk in order is not matched
+//!   yet, the applier matches the oldest waiting chunk itself rather than
+//!   idle (applying costs less than matching).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};

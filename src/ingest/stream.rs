@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio_util::codec::Decoder;
@@ -151,13 +151,16 @@ pub(super) fn spawn_unix(
 
 /// Bytes read per `read` call at most (the buffer grows for longer frames).
 const READ_CHUNK: usize = 64 * 1024;
+/// At shutdown, how long a connection is still read, after our half-close,
+/// for its peer to close its side.
+const CLOSING_GRACE: Duration = Duration::from_secs(1);
 
 /// Reads frames from one connection until EOF, error, idle timeout or shutdown.
 ///
 /// Frames already in the buffer are framed and queued without waiting on
 /// anything else: the shutdown and idle-timeout futures are only set up
 /// when more bytes must be read, not once per frame.
-async fn read_stream<R: AsyncRead + Unpin>(
+async fn read_stream<R: AsyncRead + AsyncWrite + Unpin>(
     mut sock: R,
     peer: Peer,
     transport: Transport,
@@ -167,6 +170,7 @@ async fn read_stream<R: AsyncRead + Unpin>(
     let mut framer = SyslogFramer::new(shared.max_frame);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut eof = false;
+    let mut closing: Option<tokio::time::Instant> = None;
     loop {
         // Frames in one read share its receive time.
         let received = SystemTime::now();
@@ -218,19 +222,38 @@ async fn read_stream<R: AsyncRead + Unpin>(
             return;
         }
         buf.reserve(READ_CHUNK.saturating_sub(buf.capacity() - buf.len()));
-        let n = tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            r = tokio::time::timeout(idle, sock.read_buf(&mut buf)) => match r {
-                Err(_) => {
-                    tracing::debug!(?peer, "closing idle connection");
-                    return;
+        let n = match closing {
+            None => tokio::select! {
+                _ = shared.cancel.cancelled() => {
+                    // Shutting down: half-close and read on until the peer
+                    // closes. A sender that checks the connection before
+                    // each write (rsyslog does) sees our FIN, keeps the
+                    // rest queued for the next daemon, and what it wrote
+                    // before that is still read here rather than lost in a
+                    // closed socket's buffer.
+                    let _ = sock.shutdown().await;
+                    closing = Some(tokio::time::Instant::now() + CLOSING_GRACE);
+                    continue;
                 }
-                Ok(Err(e)) => {
-                    tracing::debug!(?peer, "stream closed: read error: {e}");
-                    return;
-                }
-                Ok(Ok(n)) => n,
+                r = tokio::time::timeout(idle, sock.read_buf(&mut buf)) => match r {
+                    Err(_) => {
+                        tracing::debug!(?peer, "closing idle connection");
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(?peer, "stream closed: read error: {e}");
+                        return;
+                    }
+                    Ok(Ok(n)) => n,
+                },
             },
+            // A peer that keeps its side open does not hold up shutdown.
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline, sock.read_buf(&mut buf)).await {
+                    Ok(Ok(n)) => n,
+                    Err(_) | Ok(Err(_)) => return,
+                }
+            }
         };
         eof = n == 0;
     }

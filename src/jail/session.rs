@@ -129,36 +129,45 @@ impl Sessions {
         s
     }
 
+    // The steps one at a time, for the tests: `hit` runs them on one
+    // lookup.
+
     /// Records that the session named `ip`; returns how many failures were
     /// waiting for it.
+    #[cfg(test)]
     pub fn learn(&mut self, key: u64, ip: IpAddr, now: SystemTime) -> u32 {
         self.touch(key, now).learn(ip)
     }
 
     /// A host-less failure of the session: returns the address if known,
     /// otherwise keeps the failure pending.
+    #[cfg(test)]
     pub fn attribute(&mut self, key: u64, now: SystemTime) -> Option<IpAddr> {
         self.touch(key, now).attribute()
     }
 
     /// Records a user name the session tried; returns whether it has now
     /// tried more than one.
+    #[cfg(test)]
     pub fn note_user(&mut self, key: u64, user: &str, now: SystemTime) -> bool {
         let h = self.hasher.hash_one(user);
         self.touch(key, now).note_user(h)
     }
 
     /// Whether the session has tried more than one user name.
+    #[cfg(test)]
     pub fn several_users(&mut self, key: u64, now: SystemTime) -> bool {
         self.touch(key, now).several_users
     }
 
     /// Keeps a helper line with a user name for later counting.
+    #[cfg(test)]
     pub fn add_quiet(&mut self, key: u64, now: SystemTime) {
         self.touch(key, now).add_quiet();
     }
 
     /// Takes the helper lines kept for counting.
+    #[cfg(test)]
     pub fn take_quiet(&mut self, key: u64, now: SystemTime) -> u32 {
         std::mem::take(&mut self.touch(key, now).quiet)
     }

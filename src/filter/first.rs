@@ -12,24 +12,47 @@ use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::nfa::thompson::{self, WhichCaptures};
 use regex_automata::util::pool::Pool;
 use regex_automata::{Anchored, Input, MatchKind};
-use regex_syntax::hir::{Hir, Look};
+use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
 type CachePool = Pool<Cache, Box<dyn Fn() -> Cache + Send + Sync>>;
 
+/// A `route` entry for messages no pattern can match.
+const REFUSED: u8 = u8::MAX;
+/// More groups than this, and the patterns share one automaton.
+const MAX_GROUPS: usize = 32;
+
 /// The first-match automaton of a filter's failregexes.
+///
+/// The patterns are grouped by the bytes a match can begin with, one
+/// automaton per group: a message starting with `F` only meets the
+/// patterns that can start with `F` (sshd's forty-odd patterns split into
+/// groups of a few). A smaller automaton has fewer states and byte
+/// classes, so its tables stay in the CPU cache; one over all patterns
+/// missed it on most steps. A pattern that can start anywhere is in every
+/// group, so each group still answers "which listed pattern matches
+/// first" exactly for the messages routed to it.
 pub struct FirstMatch {
+    /// For each first byte, and at index 256 for the empty message, the
+    /// group that reads such messages ([`REFUSED`]: no pattern can match).
+    /// Most messages a filter sees start with a byte none of its patterns
+    /// can: they are refused here, without touching any DFA.
+    route: [u8; 257],
+    groups: Vec<Group>,
+}
+
+/// Patterns sharing an automaton.
+struct Group {
+    /// The filter's index of each pattern of the group, in order.
+    patterns: Vec<usize>,
     dfa: DFA,
     caches: CachePool,
-    /// Bytes a message can begin with and still match (or make the DFA
-    /// give up). Most messages a filter sees start with a byte none of its
-    /// patterns can: they are refused here, without touching the DFA, whose
-    /// tables are then cold in the cache.
-    first: [bool; 256],
 }
 
 impl std::fmt::Debug for FirstMatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FirstMatch").finish_non_exhaustive()
+        f.debug_struct("FirstMatch")
+            .field("groups", &self.groups.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -53,6 +76,8 @@ pub enum First {
 impl FirstMatch {
     /// The automaton for these parsed patterns, or `None` when one of them
     /// is not anchored at the start (or they do not compile together).
+    /// Every pattern is compiled in some group, within the `regex` crate's
+    /// size limit, so each compiles alone later for its captures.
     pub fn new(patterns: &[Hir]) -> Option<FirstMatch> {
         if !patterns
             .iter()
@@ -60,15 +85,92 @@ impl FirstMatch {
         {
             return None;
         }
+        let starts: Vec<Option<[bool; 256]>> = patterns.iter().map(start_bytes).collect();
+        // The patterns that can match a message starting with `b` (index
+        // 256: the empty message, which only a pattern without a first
+        // byte can match).
+        let subset = |b: usize| -> Vec<usize> {
+            (0..patterns.len())
+                .filter(|&i| starts[i].is_none_or(|s| s.get(b).copied().unwrap_or(false)))
+                .collect()
+        };
+        let mut sets: Vec<Vec<usize>> = Vec::new();
+        let mut route = [REFUSED; 257];
+        for (b, r) in route.iter_mut().enumerate() {
+            let set = subset(b);
+            if set.is_empty() {
+                continue;
+            }
+            let at = match sets.iter().position(|s| *s == set) {
+                Some(at) => at,
+                None => {
+                    sets.push(set);
+                    sets.len() - 1
+                }
+            };
+            *r = u8::try_from(at).ok()?;
+        }
+        if sets.len() > MAX_GROUPS {
+            // Too fragmented to pay for: one automaton reads everything.
+            sets = vec![(0..patterns.len()).collect()];
+            route = [0; 257];
+        }
+        let mut groups = Vec::with_capacity(sets.len());
+        for set in sets {
+            let hirs: Vec<&Hir> = set.iter().map(|&i| &patterns[i]).collect();
+            groups.push(Group::new(set, &hirs)?);
+        }
+        // A byte on which the group's anchored start state dies starts no
+        // match: refuse it without a search.
+        for (b, r) in route.iter_mut().enumerate().take(256) {
+            if let Some(g) = groups.get(usize::from(*r)) {
+                if !g.may_start(b as u8) {
+                    *r = REFUSED;
+                }
+            }
+        }
+        Some(FirstMatch { route, groups })
+    }
+
+    /// The first pattern matching `msg`.
+    pub fn search(&self, msg: &str) -> First {
+        let at = msg.as_bytes().first().map_or(256, |&b| usize::from(b));
+        let Some(group) = self.groups.get(usize::from(self.route[at])) else {
+            return First::None;
+        };
+        let mut cache = group.caches.get();
+        let input = Input::new(msg).anchored(Anchored::Yes);
+        match group.dfa.try_search_fwd(&mut cache, &input) {
+            Ok(Some(m)) => match group.patterns.get(m.pattern().as_usize()) {
+                Some(&pattern) => First::Match {
+                    pattern,
+                    end: m.offset(),
+                },
+                None => First::GaveUp,
+            },
+            Ok(None) => First::None,
+            Err(_) => First::GaveUp,
+        }
+    }
+
+    /// How many automata the patterns were split into.
+    #[cfg(test)]
+    pub(crate) fn groups(&self) -> usize {
+        self.groups.len()
+    }
+}
+
+impl Group {
+    fn new(patterns: Vec<usize>, hirs: &[&Hir]) -> Option<Group> {
         let nfa = thompson::Compiler::new()
             .configure(
                 thompson::Config::new()
                     .which_captures(WhichCaptures::None)
                     // The `regex` crate's limit: each pattern, compiled alone
-                    // later for its captures, fits if they all fit together.
+                    // later for its captures, fits if its group fits.
                     .nfa_size_limit(Some(10 << 20)),
             )
-            .build_many_from_hir(patterns)
+            .build_many_from_hir(hirs)
             .ok()?;
         let dfa = DFA::builder()
             .configure(
@@ -80,47 +182,84 @@ impl FirstMatch {
             .ok()?;
         let d = dfa.clone();
         let caches: CachePool = Pool::new(Box::new(move || d.create_cache()));
-        let first = first_bytes(&dfa);
-        Some(FirstMatch { dfa, caches, first })
+        Some(Group {
+            patterns,
+            dfa,
+            caches,
+        })
     }
 
-    /// The first pattern matching `msg`.
-    pub fn search(&self, msg: &str) -> First {
-        if let Some(&b) = msg.as_bytes().first() {
-            if !self.first[usize::from(b)] {
-                return First::None;
-            }
-        }
+    /// Whether a message starting with `b` can match (or make the DFA give
+    /// up): the anchored start state does not die on it. A match state is
+    /// not dead (an empty match at the start keeps its byte), nor is the
+    /// state that quits on a non-ASCII byte next to `\b`, so refusing the
+    /// others is exact.
+    fn may_start(&self, b: u8) -> bool {
         let mut cache = self.caches.get();
-        let input = Input::new(msg).anchored(Anchored::Yes);
-        match self.dfa.try_search_fwd(&mut cache, &input) {
-            Ok(Some(m)) => First::Match {
-                pattern: m.pattern().as_usize(),
-                end: m.offset(),
-            },
-            Ok(None) => First::None,
-            Err(_) => First::GaveUp,
+        let input = Input::new("").anchored(Anchored::Yes);
+        match self.dfa.start_state_forward(&mut cache, &input) {
+            Ok(start) => self
+                .dfa
+                .next_state(&mut cache, start, b)
+                .map_or(true, |next| !next.is_dead()),
+            Err(_) => true,
         }
     }
 }
 
-/// For each byte, whether a message starting with it can match: the DFA's
-/// anchored start state does not die on it. A match state is not dead (an
-/// empty match at the start keeps its byte), nor is the state that quits on
-/// a non-ASCII byte next to `\b`, so refusing the others is exact.
-fn first_bytes(dfa: &DFA) -> [bool; 256] {
-    let mut first = [true; 256];
-    let mut cache = dfa.create_cache();
-    let input = Input::new("").anchored(Anchored::Yes);
-    let Ok(start) = dfa.start_state_forward(&mut cache, &input) else {
-        return first;
-    };
-    for (b, ok) in (0..=255u8).zip(first.iter_mut()) {
-        if let Ok(next) = dfa.next_state(&mut cache, start, b) {
-            *ok = !next.is_dead();
+/// The bytes a match of `hir` can begin with; `None` when it can match
+/// the empty string (then any message may match it).
+fn start_bytes(hir: &Hir) -> Option<[bool; 256]> {
+    let mut bytes = [false; 256];
+    (!first_bytes_into(hir, &mut bytes)).then_some(bytes)
+}
+
+/// Adds the bytes a match of `hir` can begin with to `set`; returns whether
+/// it can match the empty string (so what follows it can begin a match
+/// too). A superset is safe (a pattern only meets more messages), so a
+/// non-ASCII character adds every byte a multi-byte UTF-8 sequence can
+/// begin with.
+fn first_bytes_into(hir: &Hir, set: &mut [bool; 256]) -> bool {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => true,
+        HirKind::Literal(lit) => match lit.0.first() {
+            Some(&b) => {
+                set[usize::from(b)] = true;
+                false
+            }
+            None => true,
+        },
+        HirKind::Class(Class::Bytes(c)) => {
+            for r in c.ranges() {
+                for b in r.start()..=r.end() {
+                    set[usize::from(b)] = true;
+                }
+            }
+            c.ranges().is_empty()
+        }
+        HirKind::Class(Class::Unicode(c)) => {
+            for r in c.ranges() {
+                let (lo, hi) = (u32::from(r.start()), u32::from(r.end()));
+                for b in lo.min(0x80)..hi.saturating_add(1).min(0x80) {
+                    set[b as usize] = true;
+                }
+                if hi >= 0x80 {
+                    set[0xC2..=0xF4].fill(true);
+                }
+            }
+            c.ranges().is_empty()
+        }
+        HirKind::Repetition(r) => first_bytes_into(&r.sub, set) || r.min == 0,
+        HirKind::Capture(c) => first_bytes_into(&c.sub, set),
+        HirKind::Concat(parts) => parts.iter().all(|h| first_bytes_into(h, set)),
+        HirKind::Alternation(alts) => {
+            let mut empty = false;
+            for h in alts {
+                empty |= first_bytes_into(h, set);
+            }
+            empty
         }
     }
-    first
 }
 
 #[cfg(test)]
@@ -165,6 +304,41 @@ mod tests {
         // Patterns that match empty, or give up on non-ASCII, keep every byte.
         assert_eq!(first(&[r"^(?:x)?"], "zzz"), m(0, 0));
         assert_eq!(first(&[r"^\b"], "é"), First::GaveUp);
+    }
+
+    #[test]
+    fn patterns_are_grouped_by_first_byte_and_keep_their_order() {
+        let m = |pattern, end| First::Match { pattern, end };
+        // `.*` can start anywhere, so it sits in every group, behind the
+        // patterns listed before it and ahead of those after.
+        let pats = [r"^Failed", r"^Invalid", r"^F.*", r"^Fail", r"^(?:x|y)z"];
+        let hirs: Vec<Hir> = pats
+            .iter()
+            .map(|p| regex_syntax::Parser::new().parse(p).unwrap())
+            .collect();
+        let fm = FirstMatch::new(&hirs).unwrap();
+        // F: 0, 2, 3; I: 1; x and y: 4.
+        assert_eq!(fm.groups(), 3);
+        for (msg, want) in [
+            ("Failed x", m(0, 6)),
+            ("Fail x", m(2, 6)),
+            ("Invalid", m(1, 7)),
+            ("yz", m(4, 2)),
+            ("nvalid", First::None),
+            ("", First::None),
+        ] {
+            assert_eq!(fm.search(msg), want, "{msg:?}");
+        }
+        // A pattern that can match empty is in every group, the empty
+        // message's included.
+        let hirs: Vec<Hir> = [r"^a", r"^(?:b)?"]
+            .iter()
+            .map(|p| regex_syntax::Parser::new().parse(p).unwrap())
+            .collect();
+        let fm = FirstMatch::new(&hirs).unwrap();
+        assert_eq!(fm.search(""), m(1, 0));
+        assert_eq!(fm.search("a"), m(0, 1));
+        assert_eq!(fm.search("c"), m(1, 0));
     }
 
     #[test]

@@ -92,6 +92,16 @@ pub enum Verdict<'t> {
         /// Failure or helper match.
         kind: HitKind,
     },
+    /// A success failregex (a login) matched `msg[..end]`, its groups not
+    /// read yet. Only [`Filter::examine_deferring`] returns it: a login
+    /// counts only in a session already known, and most logins have none,
+    /// so the jail reads the groups ([`Filter::resolve`]) only for those.
+    Login {
+        /// Index of the failregex that matched.
+        regex: usize,
+        /// End of its match.
+        end: usize,
+    },
 }
 
 /// One compiled failregex.
@@ -511,11 +521,43 @@ impl Filter {
         self.check(ev.msg)
     }
 
+    /// [`Filter::examine`], except that a login found by the combined
+    /// automaton comes back as [`Verdict::Login`], its groups unread: the
+    /// jail reads them only when the login's session is known.
+    pub fn examine_deferring<'t>(&self, ev: &crate::syslog::Event<'t>) -> Verdict<'t> {
+        if let Some(m) = &self.f2b {
+            return m.examine(ev);
+        }
+        self.check_with(ev.msg, true)
+    }
+
+    /// The full verdict of a [`Verdict::Login`] on `msg`; any other verdict
+    /// unchanged.
+    pub fn resolve<'t>(&self, v: Verdict<'t>, msg: &'t str) -> Verdict<'t> {
+        match v {
+            Verdict::Login { regex, end } => self.verdict(regex, msg, end),
+            v => v,
+        }
+    }
+
     /// Runs the filter over a message body. The first failregex that
     /// matches decides, as in fail2ban.
     pub fn check<'t>(&self, msg: &'t str) -> Verdict<'t> {
+        self.check_with(msg, false)
+    }
+
+    fn check_with<'t>(&self, msg: &'t str, defer_logins: bool) -> Verdict<'t> {
         match self.all.as_ref().map(|a| a.search(msg)) {
-            Some(first::First::Match { pattern, end }) => return self.verdict(pattern, msg, end),
+            Some(first::First::Match { pattern, end }) => {
+                let login = self.fail.get(pattern).map(|f| f.kind) == Some(HitKind::Success);
+                return match defer_logins && login {
+                    true => Verdict::Login {
+                        regex: pattern,
+                        end,
+                    },
+                    false => self.verdict(pattern, msg, end),
+                };
+            }
             Some(first::First::None) => return Verdict::Miss,
             Some(first::First::GaveUp) => {
                 // One by one, in order, with the capture engine.

@@ -220,6 +220,23 @@ impl Jail {
             }
         }
         let uses_sessions = self.uses_sessions();
+        let verdict = match (verdict, &self.settings.kind) {
+            (Verdict::Login { .. }, JailKind::Filter(f)) => {
+                // A login counts only in a session already known (see
+                // `attribute`); most have none, and then its groups are
+                // never read.
+                let known = uses_sessions
+                    && self
+                        .sessions
+                        .key(ev)
+                        .is_some_and(|k| self.sessions.knows(k));
+                if !known {
+                    return Observation::Nothing;
+                }
+                f.resolve(verdict, ev.msg)
+            }
+            (v, _) => v,
+        };
         match attribute(&mut self.sessions, uses_sessions, ev, verdict, now) {
             Attribution::Nothing => Observation::Nothing,
             Attribution::Unattributed { .. } => {
@@ -289,7 +306,9 @@ impl Jail {
 }
 
 /// The stateless part of a jail, on its settings alone: the uid check and
-/// the filter. [`crate::engine::Matcher`] runs it on several threads.
+/// the filter. [`crate::engine::Matcher`] runs it on several threads. A
+/// login comes back as [`Verdict::Login`]: [`Jail::observe`] reads its
+/// groups only when its session is known.
 pub fn examine<'t>(settings: &JailSettings, ev: &Event<'t>) -> Verdict<'t> {
     let JailKind::Filter(filter) = &settings.kind else {
         return Verdict::Miss;
@@ -301,7 +320,7 @@ pub fn examine<'t>(settings: &JailSettings, ev: &Event<'t>) -> Verdict<'t> {
             }
         }
     }
-    filter.examine(ev)
+    filter.examine_deferring(ev)
 }
 
 /// What a verdict amounts to once sessions are taken into account, before

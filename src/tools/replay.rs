@@ -171,6 +171,10 @@ enum VerdictSpans {
         user: Option<Span>,
         kind: HitKind,
     },
+    Login {
+        regex: usize,
+        end: usize,
+    },
 }
 
 /// A line some jail matched.
@@ -236,6 +240,7 @@ impl VerdictSpans {
         match v {
             Verdict::Miss => None,
             Verdict::Ignored { regex } => Some(VerdictSpans::Ignored { regex }),
+            Verdict::Login { regex, end } => Some(VerdictSpans::Login { regex, end }),
             Verdict::Hit {
                 regex,
                 host,
@@ -253,6 +258,10 @@ impl VerdictSpans {
     fn verdict<'t>(&self, text: &'t str) -> Verdict<'t> {
         match self {
             VerdictSpans::Ignored { regex } => Verdict::Ignored { regex: *regex },
+            VerdictSpans::Login { regex, end } => Verdict::Login {
+                regex: *regex,
+                end: *end,
+            },
             VerdictSpans::Hit {
                 regex,
                 host,

@@ -278,6 +278,8 @@ impl<'f> Tester<'f> {
                 return Some(result);
             }
             Verdict::Hit { regex, host, .. } => (regex, host),
+            // `examine` reads every group: only jails defer a login's.
+            Verdict::Login { .. } => return Some(result),
         };
         let uses_sessions = self.filter.uses_sessions();
         match attribute(&mut self.sessions, uses_sessions, &ev, verdict, now) {

@@ -479,6 +479,76 @@ mod tests {
         );
     }
 
+    struct NoBans;
+    impl BanView for NoBans {
+        fn is_banned(&self, _: &JailName, _: IpAddr) -> bool {
+            false
+        }
+        fn previous_bans(&self, _: &JailName, _: IpAddr, _: bool) -> u32 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_deferred_login_observes_what_a_read_one_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("banstream.toml");
+        std::fs::write(&main, "[jail.sshd]\nfilter = \"sshd[mode=aggressive]\"\n").unwrap();
+        let loaded = crate::config::load(&crate::config::LoadOptions {
+            file: Some(main),
+            env: false,
+        })
+        .unwrap();
+        let settings = crate::config::resolve::resolve(&loaded).unwrap();
+        let s = settings
+            .jails
+            .iter()
+            .find(|j| j.name.as_str() == "sshd")
+            .unwrap();
+        let JailKind::Filter(filter) = &s.kind else {
+            panic!("sshd has a filter");
+        };
+        let (mut deferring, mut reading) = (
+            Jail::new(Arc::new(s.clone())),
+            Jail::new(Arc::new(s.clone())),
+        );
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let lines = [
+            // Helper lines naming two users on one connection.
+            ("7", "Failed publickey for root from 192.0.2.1 port 1 ssh2"),
+            ("7", "Failed publickey for admin from 192.0.2.1 port 1 ssh2"),
+            // Several names, then a login: a failure of the session's address.
+            ("7", "Accepted password for ops from 192.0.2.1 port 1 ssh2"),
+            // No session: nothing, and its groups are never read.
+            ("9", "Accepted publickey for ops from 192.0.2.9 port 2 ssh2"),
+            // The login ended session 7.
+            ("7", "Accepted password for ops from 192.0.2.1 port 1 ssh2"),
+        ];
+        let mut logins = 0;
+        let mut seen = Vec::new();
+        for (pid, msg) in lines {
+            let mut e = ev(pid);
+            e.msg = msg;
+            let deferred = examine(s, &e);
+            logins += usize::from(matches!(deferred, Verdict::Login { .. }));
+            let a = deferring.observe(&e, deferred, t, &NoBans);
+            let b = reading.observe(&e, filter.examine(&e), t, &NoBans);
+            assert_eq!(a, b, "{msg}");
+            seen.push(a);
+        }
+        assert_eq!(logins, 3);
+        assert_eq!(seen[0], Observation::Nothing);
+        assert!(matches!(seen[1], Observation::Counted { count: 2, .. }));
+        assert!(
+            matches!(seen[2], Observation::Offense { ip: x, failures: 3 } if x == ip("192.0.2.1")),
+            "{:?}",
+            seen[2]
+        );
+        assert_eq!(seen[3], Observation::Nothing);
+        assert_eq!(seen[4], Observation::Nothing);
+    }
+
     #[test]
     fn jail_names_are_firewall_safe() {
         assert!(JailName::new("sshd-ddos").is_ok());

@@ -13,6 +13,7 @@ use regex_automata::nfa::thompson::{self, WhichCaptures};
 use regex_automata::util::pool::Pool;
 use regex_automata::{Anchored, Input, MatchKind};
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
+use std::sync::OnceLock;
 
 type CachePool = Pool<Cache, Box<dyn Fn() -> Cache + Send + Sync>>;
 
@@ -38,14 +39,29 @@ pub struct FirstMatch {
     /// can: they are refused here, without touching any DFA.
     route: [u8; 257],
     groups: Vec<Group>,
+    /// The patterns of the groups built on first need (none when every
+    /// group was built at once).
+    hirs: Vec<Hir>,
 }
 
 /// Patterns sharing an automaton.
 struct Group {
     /// The filter's index of each pattern of the group, in order.
     patterns: Vec<usize>,
+    /// Built at once for the smallest groups that cover every pattern
+    /// (so each pattern is known to compile); the others, such as the
+    /// group of all patterns that sshd's optional prefixes make, on the
+    /// first message that needs them.
+    automaton: OnceLock<Option<Automaton>>,
+}
+
+/// One group's DFA.
+struct Automaton {
     dfa: DFA,
     caches: CachePool,
+    /// Whether a message starting with each byte can match (or make the
+    /// DFA give up): the anchored start state does not die on it.
+    first: [bool; 256],
 }
 
 impl std::fmt::Debug for FirstMatch {
@@ -75,9 +91,9 @@ pub enum First {
 
 impl FirstMatch {
     /// The automaton for these parsed patterns, or `None` when one of them
-    /// is not anchored at the start (or they do not compile together).
-    /// Every pattern is compiled in some group, within the `regex` crate's
-    /// size limit, so each compiles alone later for its captures.
+    /// is not anchored at the start (or one does not compile). Every
+    /// pattern is compiled here, in a group or alone, within the `regex`
+    /// crate's size limit, so each compiles later for its captures.
     pub fn new(patterns: &[Hir]) -> Option<FirstMatch> {
         if !patterns
             .iter()
@@ -115,21 +131,44 @@ impl FirstMatch {
             sets = vec![(0..patterns.len()).collect()];
             route = [0; 257];
         }
-        let mut groups = Vec::with_capacity(sets.len());
-        for set in sets {
-            let hirs: Vec<&Hir> = set.iter().map(|&i| &patterns[i]).collect();
-            groups.push(Group::new(set, &hirs)?);
-        }
-        // A byte on which the group's anchored start state dies starts no
-        // match: refuse it without a search.
-        for (b, r) in route.iter_mut().enumerate().take(256) {
-            if let Some(g) = groups.get(usize::from(*r)) {
-                if !g.may_start(b as u8) {
-                    *r = REFUSED;
-                }
+        let groups: Vec<Group> = sets
+            .into_iter()
+            .map(|patterns| Group {
+                patterns,
+                automaton: OnceLock::new(),
+            })
+            .collect();
+        // The groups of at most half the patterns are built now, the
+        // smallest first, while they add a pattern not yet in a built one;
+        // a pattern left out is compiled alone, so each is known to
+        // compile. Larger groups (sshd's optional prefixes make one of all
+        // its patterns) wait for a message that needs them; should one not
+        // compile together, its messages go one pattern at a time.
+        let mut order: Vec<usize> = (0..groups.len()).collect();
+        order.sort_by_key(|&g| groups[g].patterns.len());
+        let mut covered = vec![false; patterns.len()];
+        for g in order {
+            let group = &groups[g];
+            let small = group.patterns.len() <= (patterns.len() / 2).max(1);
+            if !small || group.patterns.iter().all(|&i| covered[i]) {
+                continue;
+            }
+            group.build(patterns)?;
+            for &i in &group.patterns {
+                covered[i] = true;
             }
         }
-        Some(FirstMatch { route, groups })
+        for (i, hir) in patterns.iter().enumerate() {
+            if !covered[i] {
+                nfa(&[hir])?;
+            }
+        }
+        let lazy = groups.iter().any(|g| g.automaton.get().is_none());
+        Some(FirstMatch {
+            route,
+            groups,
+            hirs: if lazy { patterns.to_vec() } else { Vec::new() },
+        })
     }
 
     /// The first pattern matching `msg`.
@@ -138,9 +177,15 @@ impl FirstMatch {
         let Some(group) = self.groups.get(usize::from(self.route[at])) else {
             return First::None;
         };
-        let mut cache = group.caches.get();
+        let Some(a) = group.build(&self.hirs) else {
+            return First::GaveUp;
+        };
+        if at < 256 && !a.first[at] {
+            return First::None;
+        }
+        let mut cache = a.caches.get();
         let input = Input::new(msg).anchored(Anchored::Yes);
-        match group.dfa.try_search_fwd(&mut cache, &input) {
+        match a.dfa.try_search_fwd(&mut cache, &input) {
             Ok(Some(m)) => match group.patterns.get(m.pattern().as_usize()) {
                 Some(&pattern) => First::Match {
                     pattern,
@@ -158,20 +203,33 @@ impl FirstMatch {
     pub(crate) fn groups(&self) -> usize {
         self.groups.len()
     }
+
+    /// How many of them are built.
+    #[cfg(test)]
+    fn built(&self) -> usize {
+        self.groups
+            .iter()
+            .filter(|g| g.automaton.get().is_some())
+            .count()
+    }
 }
 
 impl Group {
-    fn new(patterns: Vec<usize>, hirs: &[&Hir]) -> Option<Group> {
-        let nfa = thompson::Compiler::new()
-            .configure(
-                thompson::Config::new()
-                    .which_captures(WhichCaptures::None)
-                    // The `regex` crate's limit: each pattern, compiled alone
-                    // later for its captures, fits if its group fits.
-                    .nfa_size_limit(Some(10 << 20)),
-            )
-            .build_many_from_hir(hirs)
-            .ok()?;
+    /// The group's automaton, built on first call from `hirs` (the
+    /// filter's patterns); `None` when it does not compile.
+    fn build(&self, hirs: &[Hir]) -> Option<&Automaton> {
+        self.automaton
+            .get_or_init(|| {
+                let mine: Option<Vec<&Hir>> = self.patterns.iter().map(|&i| hirs.get(i)).collect();
+                Automaton::new(&mine?)
+            })
+            .as_ref()
+    }
+}
+
+impl Automaton {
+    fn new(hirs: &[&Hir]) -> Option<Automaton> {
+        let nfa = nfa(hirs)?;
         let dfa = DFA::builder()
             .configure(
                 DFA::config()
@@ -180,31 +238,44 @@ impl Group {
             )
             .build_from_nfa(nfa)
             .ok()?;
+        let first = first_bytes(&dfa);
         let d = dfa.clone();
         let caches: CachePool = Pool::new(Box::new(move || d.create_cache()));
-        Some(Group {
-            patterns,
-            dfa,
-            caches,
-        })
+        Some(Automaton { dfa, caches, first })
     }
+}
 
-    /// Whether a message starting with `b` can match (or make the DFA give
-    /// up): the anchored start state does not die on it. A match state is
-    /// not dead (an empty match at the start keeps its byte), nor is the
-    /// state that quits on a non-ASCII byte next to `\b`, so refusing the
-    /// others is exact.
-    fn may_start(&self, b: u8) -> bool {
-        let mut cache = self.caches.get();
-        let input = Input::new("").anchored(Anchored::Yes);
-        match self.dfa.start_state_forward(&mut cache, &input) {
-            Ok(start) => self
-                .dfa
-                .next_state(&mut cache, start, b)
-                .map_or(true, |next| !next.is_dead()),
-            Err(_) => true,
+/// The patterns' NFA, within the `regex` crate's size limit: each pattern,
+/// compiled alone later for its captures, fits if they fit together.
+fn nfa(hirs: &[&Hir]) -> Option<thompson::NFA> {
+    thompson::Compiler::new()
+        .configure(
+            thompson::Config::new()
+                .which_captures(WhichCaptures::None)
+                .nfa_size_limit(Some(10 << 20)),
+        )
+        .build_many_from_hir(hirs)
+        .ok()
+}
+
+/// For each byte, whether a message starting with it can match: the DFA's
+/// anchored start state does not die on it. A match state is not dead (an
+/// empty match at the start keeps its byte), nor is the state that quits
+/// on a non-ASCII byte next to `\b`, so refusing the others is exact. (A
+/// cache of its own, freed here: the pool fills only once messages come.)
+fn first_bytes(dfa: &DFA) -> [bool; 256] {
+    let mut first = [true; 256];
+    let mut cache = dfa.create_cache();
+    let input = Input::new("").anchored(Anchored::Yes);
+    let Ok(start) = dfa.start_state_forward(&mut cache, &input) else {
+        return first;
+    };
+    for (b, ok) in (0..=255u8).zip(first.iter_mut()) {
+        if let Ok(next) = dfa.next_state(&mut cache, start, b) {
+            *ok = !next.is_dead();
         }
     }
+    first
 }
 
 /// The bytes a match of `hir` can begin with; `None` when it can match
@@ -339,6 +410,23 @@ mod tests {
         assert_eq!(fm.search(""), m(1, 0));
         assert_eq!(fm.search("a"), m(0, 1));
         assert_eq!(fm.search("c"), m(1, 0));
+    }
+
+    #[test]
+    fn groups_that_only_repeat_covered_patterns_are_built_on_first_need() {
+        let m = |pattern, end| First::Match { pattern, end };
+        // An optional prefix, as sshd's: `p` starts both patterns.
+        let hirs: Vec<Hir> = [r"^(?:p )?a", r"^(?:p )?b"]
+            .iter()
+            .map(|p| regex_syntax::Parser::new().parse(p).unwrap())
+            .collect();
+        let fm = FirstMatch::new(&hirs).unwrap();
+        assert_eq!((fm.groups(), fm.built()), (3, 2));
+        assert_eq!(fm.search("b"), m(1, 1));
+        assert_eq!(fm.built(), 2);
+        assert_eq!(fm.search("p b"), m(1, 3));
+        assert_eq!(fm.search("p c"), First::None);
+        assert_eq!(fm.built(), 3);
     }
 
     #[test]

@@ -111,25 +111,30 @@ impl FirstMatch {
                 .collect()
         };
         let mut sets: Vec<Vec<usize>> = Vec::new();
-        let mut route = [REFUSED; 257];
-        for (b, r) in route.iter_mut().enumerate() {
+        let mut at = [None; 257];
+        for (b, a) in at.iter_mut().enumerate() {
             let set = subset(b);
             if set.is_empty() {
                 continue;
             }
-            let at = match sets.iter().position(|s| *s == set) {
-                Some(at) => at,
+            *a = Some(match sets.iter().position(|s| *s == set) {
+                Some(i) => i,
                 None => {
                     sets.push(set);
                     sets.len() - 1
                 }
-            };
-            *r = u8::try_from(at).ok()?;
+            });
         }
+        let mut route = [REFUSED; 257];
         if sets.len() > MAX_GROUPS {
             // Too fragmented to pay for: one automaton reads everything.
             sets = vec![(0..patterns.len()).collect()];
             route = [0; 257];
+        } else {
+            for (r, a) in route.iter_mut().zip(at) {
+                // Below MAX_GROUPS, so never REFUSED itself.
+                *r = a.and_then(|i| u8::try_from(i).ok()).unwrap_or(REFUSED);
+            }
         }
         let groups: Vec<Group> = sets
             .into_iter()
@@ -337,12 +342,15 @@ fn first_bytes_into(hir: &Hir, set: &mut [bool; 256]) -> bool {
 mod tests {
     use super::*;
 
-    fn first(patterns: &[&str], msg: &str) -> First {
-        let hirs: Vec<Hir> = patterns
+    fn hirs(patterns: &[&str]) -> Vec<Hir> {
+        patterns
             .iter()
             .map(|p| regex_syntax::Parser::new().parse(p).unwrap())
-            .collect();
-        FirstMatch::new(&hirs).unwrap().search(msg)
+            .collect()
+    }
+
+    fn first(patterns: &[&str], msg: &str) -> First {
+        FirstMatch::new(&hirs(patterns)).unwrap().search(msg)
     }
 
     #[test]
@@ -380,14 +388,10 @@ mod tests {
     #[test]
     fn patterns_are_grouped_by_first_byte_and_keep_their_order() {
         let m = |pattern, end| First::Match { pattern, end };
-        // `.*` can start anywhere, so it sits in every group, behind the
-        // patterns listed before it and ahead of those after.
+        // Within a group the listed order decides: `^F.*` comes before
+        // `^Fail`, so it takes "Fail x" (and `^Failed` still takes "Failed").
         let pats = [r"^Failed", r"^Invalid", r"^F.*", r"^Fail", r"^(?:x|y)z"];
-        let hirs: Vec<Hir> = pats
-            .iter()
-            .map(|p| regex_syntax::Parser::new().parse(p).unwrap())
-            .collect();
-        let fm = FirstMatch::new(&hirs).unwrap();
+        let fm = FirstMatch::new(&hirs(&pats)).unwrap();
         // F: 0, 2, 3; I: 1; x and y: 4.
         assert_eq!(fm.groups(), 3);
         for (msg, want) in [
@@ -402,11 +406,7 @@ mod tests {
         }
         // A pattern that can match empty is in every group, the empty
         // message's included.
-        let hirs: Vec<Hir> = [r"^a", r"^(?:b)?"]
-            .iter()
-            .map(|p| regex_syntax::Parser::new().parse(p).unwrap())
-            .collect();
-        let fm = FirstMatch::new(&hirs).unwrap();
+        let fm = FirstMatch::new(&hirs(&[r"^a", r"^(?:b)?"])).unwrap();
         assert_eq!(fm.search(""), m(1, 0));
         assert_eq!(fm.search("a"), m(0, 1));
         assert_eq!(fm.search("c"), m(1, 0));
@@ -416,11 +416,7 @@ mod tests {
     fn groups_that_only_repeat_covered_patterns_are_built_on_first_need() {
         let m = |pattern, end| First::Match { pattern, end };
         // An optional prefix, as sshd's: `p` starts both patterns.
-        let hirs: Vec<Hir> = [r"^(?:p )?a", r"^(?:p )?b"]
-            .iter()
-            .map(|p| regex_syntax::Parser::new().parse(p).unwrap())
-            .collect();
-        let fm = FirstMatch::new(&hirs).unwrap();
+        let fm = FirstMatch::new(&hirs(&[r"^(?:p )?a", r"^(?:p )?b"])).unwrap();
         assert_eq!((fm.groups(), fm.built()), (3, 2));
         assert_eq!(fm.search("b"), m(1, 1));
         assert_eq!(fm.built(), 2);
@@ -430,9 +426,28 @@ mod tests {
     }
 
     #[test]
+    fn too_many_groups_share_one_automaton_built_on_first_need() {
+        let pats: Vec<String> = (b'A'..=b'Z')
+            .chain(b'a'..=b'z')
+            .map(|c| format!("^{}x", c as char))
+            .collect();
+        let refs: Vec<&str> = pats.iter().map(String::as_str).collect();
+        let fm = FirstMatch::new(&hirs(&refs)).unwrap();
+        assert_eq!((fm.groups(), fm.built()), (1, 0));
+        assert_eq!(
+            fm.search("qx"),
+            First::Match {
+                pattern: 42,
+                end: 2
+            }
+        );
+        assert_eq!(fm.search("0x"), First::None);
+        assert_eq!(fm.built(), 1);
+    }
+
+    #[test]
     fn unanchored_sets_are_refused_and_non_ascii_next_to_b_gives_up() {
-        let hir = |p: &str| regex_syntax::Parser::new().parse(p).unwrap();
-        assert!(FirstMatch::new(&[hir("^a"), hir("b")]).is_none());
+        assert!(FirstMatch::new(&hirs(&["^a", "b"])).is_none());
         assert_eq!(first(&[r"^a\b"], "aé"), First::GaveUp);
     }
 }

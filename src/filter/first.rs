@@ -287,7 +287,7 @@ fn first_bytes(dfa: &DFA) -> [bool; 256] {
 /// the empty string (then any message may match it).
 fn start_bytes(hir: &Hir) -> Option<[bool; 256]> {
     let mut bytes = [false; 256];
-    (!first_bytes_into(hir, &mut bytes)).then_some(bytes)
+    (!add_start_bytes(hir, &mut bytes)).then_some(bytes)
 }
 
 /// Adds the bytes a match of `hir` can begin with to `set`; returns whether
@@ -295,7 +295,7 @@ fn start_bytes(hir: &Hir) -> Option<[bool; 256]> {
 /// too). A superset is safe (a pattern only meets more messages), so a
 /// non-ASCII character adds every byte a multi-byte UTF-8 sequence can
 /// begin with.
-fn first_bytes_into(hir: &Hir, set: &mut [bool; 256]) -> bool {
+fn add_start_bytes(hir: &Hir, set: &mut [bool; 256]) -> bool {
     match hir.kind() {
         HirKind::Empty | HirKind::Look(_) => true,
         HirKind::Literal(lit) => match lit.0.first() {
@@ -325,13 +325,13 @@ fn first_bytes_into(hir: &Hir, set: &mut [bool; 256]) -> bool {
             }
             c.ranges().is_empty()
         }
-        HirKind::Repetition(r) => first_bytes_into(&r.sub, set) || r.min == 0,
-        HirKind::Capture(c) => first_bytes_into(&c.sub, set),
-        HirKind::Concat(parts) => parts.iter().all(|h| first_bytes_into(h, set)),
+        HirKind::Repetition(r) => add_start_bytes(&r.sub, set) || r.min == 0,
+        HirKind::Capture(c) => add_start_bytes(&c.sub, set),
+        HirKind::Concat(parts) => parts.iter().all(|h| add_start_bytes(h, set)),
         HirKind::Alternation(alts) => {
             let mut empty = false;
             for h in alts {
-                empty |= first_bytes_into(h, set);
+                empty |= add_start_bytes(h, set);
             }
             empty
         }

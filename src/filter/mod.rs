@@ -549,14 +549,17 @@ impl Filter {
     fn check_with<'t>(&self, msg: &'t str, defer_logins: bool) -> Verdict<'t> {
         match self.all.as_ref().map(|a| a.search(msg)) {
             Some(first::First::Match { pattern, end }) => {
-                let login = self.fail.get(pattern).map(|f| f.kind) == Some(HitKind::Success);
-                return match defer_logins && login {
-                    true => Verdict::Login {
+                let login = self
+                    .fail
+                    .get(pattern)
+                    .is_some_and(|f| f.kind == HitKind::Success);
+                if defer_logins && login {
+                    return Verdict::Login {
                         regex: pattern,
                         end,
-                    },
-                    false => self.verdict(pattern, msg, end),
-                };
+                    };
+                }
+                return self.verdict(pattern, msg, end);
             }
             Some(first::First::None) => return Verdict::Miss,
             Some(first::First::GaveUp) => {

@@ -479,16 +479,6 @@ mod tests {
         );
     }
 
-    struct NoBans;
-    impl BanView for NoBans {
-        fn is_banned(&self, _: &JailName, _: IpAddr) -> bool {
-            false
-        }
-        fn previous_bans(&self, _: &JailName, _: IpAddr, _: bool) -> u32 {
-            0
-        }
-    }
-
     #[test]
     fn a_deferred_login_observes_what_a_read_one_does() {
         let dir = tempfile::tempdir().unwrap();
@@ -525,6 +515,7 @@ mod tests {
             // The login ended session 7.
             ("7", "Accepted password for ops from 192.0.2.1 port 1 ssh2"),
         ];
+        let no_bans = crate::ban::BanManager::new();
         let mut logins = 0;
         let mut seen = Vec::new();
         for (pid, msg) in lines {
@@ -532,8 +523,8 @@ mod tests {
             e.msg = msg;
             let deferred = examine(s, &e);
             logins += usize::from(matches!(deferred, Verdict::Login { .. }));
-            let a = deferring.observe(&e, deferred, t, &NoBans);
-            let b = reading.observe(&e, filter.examine(&e), t, &NoBans);
+            let a = deferring.observe(&e, deferred, t, &no_bans);
+            let b = reading.observe(&e, filter.examine(&e), t, &no_bans);
             assert_eq!(a, b, "{msg}");
             seen.push(a);
         }

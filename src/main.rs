@@ -134,6 +134,18 @@ fn main() -> ExitCode {
                 }
             };
             banstream::service::logging::init(&settings.log_level, &settings.log);
+            // Before anything is touched (firewall, store, sockets), and as
+            // root: a second daemon on this socket or database stops here.
+            let _instance = match banstream::service::instance::acquire(
+                &settings.control_socket,
+                &settings.database,
+            ) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("banstream: {e}");
+                    return code(1);
+                }
+            };
             // Before the runtime starts: capabilities are per thread.
             if let Some(run) = &settings.run {
                 match banstream::service::privileges::drop_to(run, &settings.service_paths()) {

@@ -294,6 +294,73 @@ fn nftables_bans_unbans_adopts_and_cleans_up() {
     round_trip(kind);
 }
 
+#[test]
+fn a_second_daemon_on_the_same_config_is_refused_and_the_first_keeps_its_bans() {
+    let kind = "nftables";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+    let net = NetPair::new();
+    let _covered = net.listen(COVERED);
+    let d = start(&net, &jail(kind, ""), None, Vec::new());
+    cli_ok(&d, &["ban", "sshd", ATTACKER4]);
+    assert!(net
+        .until_blocked(VICTIM4, COVERED, Duration::from_secs(3))
+        .is_some());
+    // The same configuration again, in the same namespace (an init script
+    // plus a manual start). Before the instance lock it replaced both
+    // sockets, and on its way out removed the sets holding these bans.
+    let mut second = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.victim,
+            crate::common::bin(),
+            "run",
+            "-c",
+        ])
+        .arg(&d.config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("second daemon");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = second.try_wait().expect("wait") {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = second.kill();
+            panic!("a second daemon on the same config kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(!status.success(), "the second daemon must fail");
+    let pid = d.pid().expect("pid").to_string();
+    assert!(
+        err.contains("already running") && err.contains(&pid),
+        "the error names the running daemon's pid {pid}: {err}"
+    );
+    // The first one is untouched: its ban holds, its control socket answers
+    // and its log socket still feeds it.
+    assert!(
+        !net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(500)),
+        "the running daemon's ban was removed\n{}",
+        dump(&net)
+    );
+    cli_ok(&d, &["status"]);
+    fail(&d, ATTACKER6);
+    fail(&d, ATTACKER6);
+    assert!(
+        net.until_blocked(VICTIM6, COVERED, Duration::from_secs(3))
+            .is_some(),
+        "the running daemon's log socket no longer reaches it\n{}",
+        d.log_text()
+    );
+}
+
 /// Sends `n` failure lines for distinct addresses straight to the daemon's
 /// unix socket (one datagram each, as syslogd would).
 fn flood(d: &Daemon, n: u32) {

@@ -4,6 +4,8 @@
 //! - [`logging`]: banstream's own log lines, to stderr (captured by
 //!   supervise-daemon) or to the local syslog socket, never blocking and
 //!   tagged so they cannot loop back into banstream's own input;
+//! - [`instance`]: one daemon per control socket and per database, held
+//!   with `flock` before anything else is touched;
 //! - [`privileges`]: started as root, give the runtime and state
 //!   directories to a dedicated user and drop to it, keeping only the
 //!   capabilities the listeners and firewall commands need.
@@ -12,5 +14,6 @@
 //! per thread on Linux, so the drop must happen while the process has one
 //! thread, and every thread started later inherits the reduced sets.
 
+pub mod instance;
 pub mod logging;
 pub mod privileges;

@@ -3,9 +3,10 @@
 //! syslog failures (sent with `logger` to the daemon's unix socket) must cut
 //! it off within a second for IPv4 and IPv6, `unban` must restore it, a
 //! SIGKILL and restart must not duplicate anything, and stopping the daemon
-//! must leave the firewall as it was. Also: bulk loads through the set
-//! backends, a failing firewall command, and a command action fed hostile
-//! tag values.
+//! must leave the firewall as it was. The same for ufw, on a private copy
+//! of /etc/ufw. Also: bulk loads through the set backends, a failing
+//! firewall command, a second daemon on the same configuration, and a
+//! command action fed hostile tag values.
 
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ fn tools(kind: &str) -> Vec<&'static str> {
     let mut t = vec!["ip", "logger"];
     match kind {
         "nftables" => t.push("nft"),
+        "ufw" => t.extend(["ufw", "iptables", "ip6tables", "iptables-save"]),
         "iptables-ipset" => t.extend([
             "ipset",
             "iptables",
@@ -359,6 +361,143 @@ fn a_second_daemon_on_the_same_config_is_refused_and_the_first_keeps_its_bans() 
         "the running daemon's log socket no longer reaches it\n{}",
         d.log_text()
     );
+}
+
+/// A private ufw configuration for a namespace: `ip netns exec NS` binds
+/// each entry of /etc/netns/NS/ over its namesake in /etc, so ufw (and the
+/// daemon's ufw commands) in NS read and write a copy of /etc/ufw, and the
+/// host's ufw is never touched. Removed on drop.
+struct PrivateUfw(std::path::PathBuf);
+
+impl PrivateUfw {
+    fn new(ns: &str) -> PrivateUfw {
+        let dir = std::path::PathBuf::from(format!("/etc/netns/{ns}"));
+        std::fs::create_dir_all(&dir).expect("/etc/netns/NS");
+        let copied = std::process::Command::new("cp")
+            .args(["-a", "/etc/ufw"])
+            .arg(dir.join("ufw"))
+            .status()
+            .expect("cp");
+        assert!(copied.success(), "copy /etc/ufw");
+        PrivateUfw(dir)
+    }
+}
+
+impl Drop for PrivateUfw {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn ufw_bans_unbans_survives_a_crash_and_cleans_up() {
+    let kind = "ufw";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+    let host_conf = std::fs::read_to_string("/etc/ufw/ufw.conf").expect("/etc/ufw/ufw.conf");
+    let net = NetPair::new();
+    let _etc = PrivateUfw::new(&net.victim);
+    let ufw = |args: &[&str]| -> String {
+        let argv: Vec<&str> = std::iter::once("ufw").chain(args.iter().copied()).collect();
+        let out = net.exec(&argv);
+        assert!(
+            out.status.success(),
+            "ufw {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The admin's firewall, as the field guide sets it up: ufw enabled,
+    // denying by default, with the services it runs allowed.
+    ufw(&["allow", &format!("{COVERED}/tcp")]);
+    ufw(&["allow", &format!("{OTHER}/tcp")]);
+    ufw(&["--force", "enable"]);
+    assert_eq!(
+        std::fs::read_to_string("/etc/ufw/ufw.conf").expect("ufw.conf"),
+        host_conf,
+        "the host's ufw must not change"
+    );
+    let _covered = net.listen(COVERED);
+    let _other = net.listen(OTHER);
+    for dst in [VICTIM4, VICTIM6] {
+        assert!(
+            net.until_open(dst, COVERED, Duration::from_secs(2)),
+            "ufw: no path to {dst} before the ban"
+        );
+    }
+    let d = start(&net, &jail(kind, ""), None, Vec::new());
+    for (attacker, dst) in [(ATTACKER4, VICTIM4), (ATTACKER6, VICTIM6)] {
+        fail(&d, attacker);
+        fail(&d, attacker);
+        // ufw is a Python program rewriting its files per rule: slower
+        // than the kernel backends, so a longer allowance.
+        let took = net.until_blocked(dst, COVERED, Duration::from_secs(10));
+        assert!(
+            took.is_some(),
+            "ufw: {attacker} still connects 10 s after its ban\n{}\n{}",
+            ufw(&["status", "numbered"]),
+            d.log_text()
+        );
+        eprintln!("ufw: {attacker} blocked {took:?} after the triggering message");
+        assert!(
+            net.attacker_connects(dst, OTHER, Duration::from_millis(500)),
+            "ufw: the jail covers port {COVERED} only"
+        );
+    }
+    let status = ufw(&["status"]);
+    for ip in [ATTACKER4, ATTACKER6] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.contains(ip) && l.ends_with("# banstream sshd")),
+            "ufw: no marked rule for {ip}:\n{status}"
+        );
+    }
+
+    cli_ok(&d, &["unban", ATTACKER4]);
+    assert!(
+        net.until_open(VICTIM4, COVERED, Duration::from_secs(10)),
+        "ufw: unban did not restore {VICTIM4}\n{}",
+        ufw(&["status", "numbered"])
+    );
+    assert!(!ufw(&["status"]).contains(ATTACKER4));
+
+    // A crash leaves the rule in place; the restart re-applies the stored
+    // ban without a second copy of it.
+    let dir = d.into_dir(); // SIGKILL
+    assert!(
+        !net.attacker_connects(VICTIM6, COVERED, Duration::from_millis(300)),
+        "ufw: the ban must outlive a crash"
+    );
+    let mut d = start(&net, &jail(kind, ""), Some(dir), Vec::new());
+    cli_ok(&d, &["ban", "sshd", "198.18.0.99"]);
+    let t = Instant::now();
+    while !ufw(&["status"]).contains("198.18.0.99") && t.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = ufw(&["status"]);
+    assert!(
+        status.contains("198.18.0.99"),
+        "ufw: marker ban never applied\n{status}\n{}",
+        d.log_text()
+    );
+    assert_eq!(
+        status.lines().filter(|l| l.contains(ATTACKER6)).count(),
+        1,
+        "ufw: the restored ban is in ufw once:\n{status}"
+    );
+
+    // Stopping removes banstream's rules and only those.
+    assert!(d.stop(), "ufw: unclean exit\n{}", d.log_text());
+    let status = ufw(&["status"]);
+    assert!(
+        !status.contains("banstream"),
+        "ufw: banstream rules left:\n{status}"
+    );
+    assert!(
+        status.contains(&format!("{COVERED}/tcp")) && status.contains("ALLOW"),
+        "ufw: the admin's own rules must stay:\n{status}"
+    );
+    assert!(net.until_open(VICTIM6, COVERED, Duration::from_secs(2)));
 }
 
 /// Sends `n` failure lines for distinct addresses straight to the daemon's

@@ -4,9 +4,10 @@
 //! it off within a second for IPv4 and IPv6, `unban` must restore it, a
 //! SIGKILL and restart must not duplicate anything, and stopping the daemon
 //! must leave the firewall as it was. The same for ufw, on a private copy
-//! of /etc/ufw. Also: bulk loads through the set backends, a failing
-//! firewall command, a second daemon on the same configuration, and a
-//! command action fed hostile tag values.
+//! of /etc/ufw. Also: bulk loads through the set backends, ipset's
+//! `ipset restore` path (taken when netlink is refused), a failing firewall
+//! command, a second daemon on the same configuration, and a command action
+//! fed hostile tag values.
 
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
@@ -498,6 +499,102 @@ fn ufw_bans_unbans_survives_a_crash_and_cleans_up() {
         "ufw: the admin's own rules must stay:\n{status}"
     );
     assert!(net.until_open(VICTIM6, COVERED, Duration::from_secs(2)));
+}
+
+#[test]
+fn ipset_restore_path_bans_and_unbans_when_netlink_is_refused() {
+    use banstream::action::ipset::IpsetBackend;
+    use banstream::action::{Backend, Family, JailAction, Op, Request};
+    use banstream::ban::{Ban, BanOrigin};
+    use banstream::config::services::{PortSpec, Protocol};
+    use banstream::config::TimeSpec;
+    use banstream::jail::JailName;
+    use std::sync::Arc;
+
+    let kind = "iptables-ipset";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+    let net = NetPair::new();
+    let _covered = net.listen(COVERED);
+    for dst in [VICTIM4, VICTIM6] {
+        assert!(net.until_open(dst, COVERED, Duration::from_secs(2)));
+    }
+    let jail = JailName::new("sshd").expect("jail name");
+    let mut a = JailAction::log(&jail);
+    a.kind = kind.into();
+    a.ports = PortSpec::parse(&COVERED.to_string()).expect("port");
+    a.protocol = Protocol::Tcp;
+    let action = Arc::new(a);
+    let req = |op: Op, ip: &str| {
+        let now = std::time::SystemTime::now();
+        Request {
+            op,
+            action: action.clone(),
+            ban: Arc::new(Ban {
+                jail: jail.clone(),
+                ip: ip.parse().expect("address"),
+                start: now,
+                bantime: TimeSpec::Finite(Duration::from_secs(3600)),
+                expires: Some(now + Duration::from_secs(3600)),
+                failures: 2,
+                ban_count: 1,
+                origin: BanOrigin::Manual,
+            }),
+            received: None,
+        }
+    };
+    // The backend's commands run from a thread inside the victim namespace
+    // (a child process inherits the namespace of the thread that forks it).
+    let victim = net.victim.clone();
+    let step = move |mut b: IpsetBackend, f: Box<dyn FnOnce(&mut IpsetBackend) + Send>| {
+        crate::netns::in_ns(&victim, move || {
+            f(&mut b);
+            b
+        })
+    };
+    let bans = vec![req(Op::Ban, ATTACKER4), req(Op::Ban, ATTACKER6)];
+    let action2 = action.clone();
+    let b = step(
+        IpsetBackend::restore_only(),
+        Box::new(move |b| {
+            b.init().expect("init");
+            b.start(&action2, Family::V4).expect("start v4");
+            b.start(&action2, Family::V6).expect("start v6");
+            b.apply(&bans).expect("ipset restore batch");
+        }),
+    );
+    for dst in [VICTIM4, VICTIM6] {
+        assert!(
+            net.until_blocked(dst, COVERED, Duration::from_secs(3))
+                .is_some(),
+            "ipset restore: {dst} still reachable after the ban\n{}",
+            dump(&net)
+        );
+    }
+    let sets = net.exec_text(&["ipset", "list"]);
+    assert!(
+        sets.contains(ATTACKER4) && sets.contains(ATTACKER6),
+        "the bans are set elements:\n{sets}"
+    );
+    let unban = vec![req(Op::Unban, ATTACKER4)];
+    let b = step(
+        b,
+        Box::new(move |b| b.apply(&unban).expect("ipset restore unban")),
+    );
+    assert!(
+        net.until_open(VICTIM4, COVERED, Duration::from_secs(3)),
+        "ipset restore: unban did not restore {VICTIM4}\n{}",
+        dump(&net)
+    );
+    assert!(!net.attacker_connects(VICTIM6, COVERED, Duration::from_millis(300)));
+    let action3 = action.clone();
+    let _ = step(
+        b,
+        Box::new(move |b| {
+            b.stop(&action3, Family::V4).expect("stop v4");
+            b.stop(&action3, Family::V6).expect("stop v6");
+        }),
+    );
+    assert_clean(&net, "ipset restore path stopped");
 }
 
 /// Sends `n` failure lines for distinct addresses straight to the daemon's

@@ -55,6 +55,20 @@ pub struct IpsetBackend {
     /// The in-process path; `None` after it failed once (then `ipset
     /// restore` is run per batch).
     nl: Option<IpsetNl>,
+    /// Never open the netlink socket: `ipset restore` from the start.
+    restore_only: bool,
+}
+
+impl IpsetBackend {
+    /// A backend that runs one `ipset restore -exist` per batch from the
+    /// start, the path taken when the kernel refuses the netlink socket
+    /// (so the tests can prove that path drops packets too).
+    pub fn restore_only() -> IpsetBackend {
+        IpsetBackend {
+            restore_only: true,
+            ..IpsetBackend::default()
+        }
+    }
 }
 
 impl IpsetBackend {
@@ -189,6 +203,9 @@ impl Backend for IpsetBackend {
     fn init(&mut self) -> Result<(), ActionError> {
         self.xt()?;
         run_for(KIND, &argv(&["ipset", "version"]), None)?;
+        if self.restore_only {
+            return Ok(());
+        }
         self.nl = match IpsetNl::open() {
             Ok(nl) => Some(nl),
             Err(e) => {

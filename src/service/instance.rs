@@ -68,11 +68,12 @@ pub fn database_lock(database: &Path) -> PathBuf {
 
 /// Takes both locks for the daemon with control socket `socket` and
 /// database `database`, and writes this process's pid into the pid file.
-/// Parent directories are created (mode 0755) as the sockets' would be.
+/// A missing parent directory is created with the mode its owner would
+/// give it: 0755 for the sockets' directory, 0700 for the store's.
 pub fn acquire(socket: &Path, database: &Path) -> Result<InstanceLock, LockError> {
     let path = pid_file(socket);
-    let mut pid_lock = lock(&path)?;
-    let db_lock = lock(&database_lock(database))?;
+    let mut pid_lock = lock(&path, 0o755)?;
+    let db_lock = lock(&database_lock(database), 0o700)?;
     // Only once both are held: a refused start leaves the pid alone.
     let io = |source| LockError::Io {
         path: path.clone(),
@@ -86,9 +87,9 @@ pub fn acquire(socket: &Path, database: &Path) -> Result<InstanceLock, LockError
     })
 }
 
-/// Opens (creating) `path` and takes an exclusive lock on it without
-/// waiting.
-fn lock(path: &Path) -> Result<Flock<File>, LockError> {
+/// Opens (creating) `path`, and its directory with `dir_mode`, and takes
+/// an exclusive lock on it without waiting.
+fn lock(path: &Path, dir_mode: u32) -> Result<Flock<File>, LockError> {
     let io = |source| LockError::Io {
         path: path.to_path_buf(),
         source,
@@ -97,7 +98,7 @@ fn lock(path: &Path) -> Result<Flock<File>, LockError> {
         if !dir.exists() {
             std::fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o755)
+                .mode(dir_mode)
                 .create(dir)
                 .map_err(io)?;
         }
@@ -140,6 +141,17 @@ mod tests {
         let db = dir.path().join("state/banstream.sqlite3");
         let first = acquire(&socket, &db).unwrap();
         assert_eq!(pid_file(&socket), dir.path().join("run/banstream.pid"));
+        // The directories get the modes the sockets and the store give them
+        // (the store keeps its own private).
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |d: &str| {
+            std::fs::metadata(dir.path().join(d))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!((mode("run"), mode("state")), (0o755, 0o700));
         let written = std::fs::read_to_string(pid_file(&socket)).unwrap();
         assert_eq!(written.trim(), std::process::id().to_string());
         // flock locks belong to the open file, so a second open in this

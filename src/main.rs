@@ -134,18 +134,6 @@ fn main() -> ExitCode {
                 }
             };
             banstream::service::logging::init(&settings.log_level, &settings.log);
-            // Before anything is touched (firewall, store, sockets), and as
-            // root: a second daemon on this socket or database stops here.
-            let _instance = match banstream::service::instance::acquire(
-                &settings.control_socket,
-                &settings.database,
-            ) {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("banstream: {e}");
-                    return code(1);
-                }
-            };
             // Before the runtime starts: capabilities are per thread.
             if let Some(run) = &settings.run {
                 match banstream::service::privileges::drop_to(run, &settings.service_paths()) {
@@ -162,6 +150,20 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            // Before the firewall, the store or a socket is touched: a second
+            // daemon on this socket or database stops here. After the drop,
+            // so that directories the drop creates and hands over are not
+            // created as root's first (the drop only chowns what it made).
+            let _instance = match banstream::service::instance::acquire(
+                &settings.control_socket,
+                &settings.database,
+            ) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("banstream: {e}");
+                    return code(1);
+                }
+            };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(worker_threads())
                 .enable_all()

@@ -223,6 +223,10 @@ fn run_user_drops_root_keeps_only_network_capabilities_and_still_bans() {
     // The user must be able to reach the directory the harness uses.
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A pid file left root's by an earlier run as root: handed over with
+    // the directories, or the user could not take the instance lock.
+    std::fs::create_dir(dir.path().join("run")).unwrap();
+    std::fs::write(dir.path().join("run/banstream.pid"), "1\n").unwrap();
     let d = Daemon::start_with(Opts {
         toml: "[run]\nuser = \"nobody\"\n[jail.sshd]\nenabled = true\nfilter = \"sshd\"\nmaxretry = 2\n"
             .into(),
@@ -269,6 +273,16 @@ fn run_user_drops_root_keeps_only_network_capabilities_and_still_bans() {
         nobody.uid.as_raw()
     );
     assert!(d.log_text().contains("dropped root"), "{}", d.log_text());
+    let pidfile = d.path().join("run/banstream.pid");
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap().trim(),
+        pid.to_string()
+    );
+    let meta = std::fs::metadata(&pidfile).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        nobody.uid.as_raw()
+    );
 }
 
 #[test]

@@ -178,9 +178,15 @@ impl Settings {
         ServicePaths {
             own_dirs: vec![self.runtime_dir.clone(), self.state_dir.clone()],
             need_dirs: need,
+            // The lock files too: left by a run as root, they would keep
+            // the user from taking the locks.
             own_files: ["", "-wal", "-shm", "-journal"]
                 .iter()
                 .map(|s| PathBuf::from(format!("{db}{s}")))
+                .chain([
+                    crate::service::instance::pid_file(&self.control_socket),
+                    crate::service::instance::database_lock(&self.database),
+                ])
                 .collect(),
             xtables_lock: self
                 .enabled_jails()

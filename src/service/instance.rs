@@ -13,6 +13,11 @@
 //! - `<database>.lock` beside the database, so two configurations that
 //!   share one store are refused as well.
 //!
+//! With `[run] user`, the locks are taken right after the drop (the drop
+//! only chowns directories it created itself, so root must not create them
+//! first) and before the runtime starts; lock files an earlier run as root
+//! left are handed to the user with the database files.
+//!
 //! The kernel drops a `flock` when its holder exits, however it exits, so a
 //! crash leaves no lock behind, only a file that the next start reuses. The
 //! files are never removed: unlinking a lock file races with a daemon that

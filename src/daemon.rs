@@ -134,6 +134,7 @@ pub async fn run(opts: DaemonOptions, settings: Settings) -> anyhow::Result<()> 
     let metrics = Metrics::new();
     let mut engine = Engine::new(&settings, metrics.clone());
     engine.keep_lines(true);
+    engine.watch_own_addresses(true);
     let mut dispatcher = Dispatcher::new(action::default_factory(), metrics.clone())
         .with_evidence(engine.evidence());
     for j in settings.enabled_jails() {

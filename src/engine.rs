@@ -175,6 +175,23 @@ pub struct Engine {
     matches: crate::notify::MatchRecorder,
     /// Skips lines no filter can match.
     gate: LineGate,
+    /// The host's addresses read again before a ban (the daemon's
+    /// `ignoreself`); `None` in replay, which keeps the configuration's.
+    own: Option<OwnAddresses>,
+}
+
+/// How old the host's address list may be when a ban is decided.
+const OWN_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The host's addresses, as last read. The list in the configuration is
+/// read at start and reload; a DHCP lease or an IPv6 privacy address added
+/// since must not become bannable, so a ban in a jail with `ignoreself`
+/// reads them again when they are older than [`OWN_MAX_AGE`] (one
+/// `getifaddrs` a second at most, however many bans).
+#[derive(Debug, Default)]
+struct OwnAddresses {
+    addrs: Vec<IpAddr>,
+    read: Option<std::time::Instant>,
 }
 
 /// A jail in `status` output.
@@ -290,6 +307,7 @@ impl Engine {
             keep_lines: false,
             matches: Default::default(),
             gate: LineGate::default(),
+            own: None,
         };
         e.install(settings.enabled_jails().cloned().map(Arc::new).collect());
         e
@@ -363,6 +381,26 @@ impl Engine {
             }
         }
         self.refresh_gauges();
+    }
+
+    /// Reads the host's addresses again before each ban in a jail with
+    /// `ignoreself` (at most once a second), rather than trusting the list
+    /// read with the configuration (the daemon turns this on).
+    pub fn watch_own_addresses(&mut self, on: bool) {
+        self.own = on.then(OwnAddresses::default);
+    }
+
+    /// Whether `ip` is one of the host's addresses now (false unless
+    /// watched).
+    fn is_own_now(&mut self, ip: IpAddr) -> bool {
+        let Some(own) = self.own.as_mut() else {
+            return false;
+        };
+        if own.read.is_none_or(|t| t.elapsed() >= OWN_MAX_AGE) {
+            own.addrs = crate::addr::own_addresses();
+            own.read = Some(std::time::Instant::now());
+        }
+        own.addrs.binary_search(&crate::addr::normalize(ip)).is_ok()
     }
 
     /// Keeps the last matched lines of each failing address, for `status
@@ -486,7 +524,15 @@ impl Engine {
             Observation::Offense { ip, failures } => {
                 m.failures.inc();
                 m.sync_evictions(self.jails[i].window());
-                let _ = self.ban_in(i, ip, failures, BanOrigin::Stream, now);
+                if let Err(BanError::Ignored(_)) =
+                    self.ban_in(i, ip, failures, BanOrigin::Stream, now)
+                {
+                    // Became one of the host's addresses since the
+                    // configuration was read.
+                    self.metrics_by_jail[i].ignored.inc();
+                    self.jails[i].stats.ignored_total += 1;
+                    tracing::debug!(jail = %self.jails[i].name(), %ip, "not banned: one of this host's addresses");
+                }
             }
         }
     }
@@ -500,13 +546,14 @@ impl Engine {
         now: SystemTime,
     ) -> Result<Arc<Ban>, BanError> {
         let random = self.rng.next_f64();
+        let own_now = self.jails[i].settings.ignore.ignores_self() && self.is_own_now(ip);
         let jail = &self.jails[i];
         let req = BanRequest {
             jail: &jail.settings.name,
             policy: &jail.settings.policy,
             ip,
             failures,
-            ignored: jail.settings.ignore.contains(ip),
+            ignored: own_now || jail.settings.ignore.contains(ip),
             origin,
             random,
         };

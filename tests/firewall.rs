@@ -597,6 +597,58 @@ fn ipset_restore_path_bans_and_unbans_when_netlink_is_refused() {
     assert_clean(&net, "ipset restore path stopped");
 }
 
+#[test]
+fn an_address_the_host_gains_while_running_is_never_banned() {
+    require!(
+        is_root() && have("ip") && have("logger"),
+        "needs root, ip and logger for a network namespace"
+    );
+    let net = NetPair::new();
+    // The log action: the ban decision is what is tested here.
+    let d = start(&net, &jail("log", ""), None, Vec::new());
+    // Addresses the host gains after the configuration (and its list of
+    // the host's addresses) was read: a new DHCP lease, an IPv6 privacy
+    // address.
+    let (own4, own6, other) = ("198.51.100.77", "2001:db8:77::7", "198.51.100.78");
+    for (a, fam) in [(format!("{own4}/32"), "-4"), (format!("{own6}/128"), "-6")] {
+        let out = net.exec(&["ip", fam, "addr", "add", &a, "dev", "lo", "nodad"]);
+        assert!(
+            out.status.success(),
+            "ip addr add {a}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for ip in [own4, own6, other] {
+        fail(&d, ip);
+        fail(&d, ip);
+    }
+    // Lines are applied in order: once the last address is banned, the
+    // host's own two have been decided.
+    assert!(
+        d.wait_for(5, |d| d.is_banned("sshd", other)),
+        "the control address must be banned\n{}",
+        d.log_text()
+    );
+    for ip in [own4, own6] {
+        assert!(
+            !d.is_banned("sshd", ip),
+            "{ip} is this host's address now and was banned"
+        );
+    }
+    // The daemon's HTTP listener is inside the namespace.
+    let metrics = net.http_get(d.http.expect("http"), "/metrics");
+    assert!(
+        crate::common::metric_value(&metrics, "banstream_ignored_total{jail=\"sshd\"}") >= 2.0,
+        "the refused bans are counted as ignored\n{metrics}"
+    );
+    let out = d.cli(&["ban", "sshd", own4]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("never banned"),
+        "a manual ban of the host's address is refused too: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Sends `n` failure lines for distinct addresses straight to the daemon's
 /// unix socket (one datagram each, as syslogd would).
 fn flood(d: &Daemon, n: u32) {

@@ -65,6 +65,11 @@ impl IgnoreList {
         })
     }
 
+    /// Whether the host's own addresses are ignored (`ignoreself`).
+    pub fn ignores_self(&self) -> bool {
+        self.own.is_some()
+    }
+
     /// Whether `ip` must not be banned by this jail.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = addr::normalize(ip);

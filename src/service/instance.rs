@@ -5,8 +5,9 @@
 //! the stored bans, replaced the running daemon's control and log sockets
 //! with its own, and, once a listener failed to bind, stopped the firewall
 //! objects it had started: the very sets holding the running daemon's bans.
-//! Now the first thing `run` does is take an exclusive `flock` on two lock
-//! files, and a second daemon stops there, touching nothing:
+//! Now, before anything touches the firewall, the store or a socket, `run`
+//! takes an exclusive `flock` on two lock files, and a second daemon stops
+//! there, touching nothing:
 //!
 //! - the pid file beside the control socket (`banstream.sock` →
 //!   `banstream.pid`), holding the owner's pid for scripts and humans;

@@ -321,6 +321,9 @@ impl Daemon {
             self.engine.load_history(&jail, ip, h);
         }
         let (restored, skipped) = self.engine.restore(snap.bans, now);
+        // Restored first, so that a leftover of a crash in the firewall is
+        // known, then lifted when its address is now ignored.
+        let lifted_ignored = self.engine.lift_ignored();
         let mut expired = snap.expired_while_down;
         let mut kept = 0;
         for b in skipped {
@@ -342,6 +345,7 @@ impl Daemon {
             restored = restored.len(),
             expired_while_down = expired,
             kept_for_unconfigured_jails = kept,
+            lifted_ignored,
             history,
             ban_log = snap.ban_log.len(),
             recidive_bans = recidive,

@@ -380,7 +380,36 @@ impl Engine {
                     .push(Effect::Unban(b, UnbanReason::JailRemoved));
             }
         }
+        self.lift_ignored();
         self.refresh_gauges();
+    }
+
+    /// Lifts the bans of addresses their jail must not ban now: one that
+    /// `ignoreip` lists since a reload (or since before a restart, once the
+    /// store's bans are restored), or that became one of the host's. The
+    /// admin's fix for a wrong ban, adding the address to `ignoreip`, then
+    /// frees it with the reload or restart, as in fail2ban. Returns how many
+    /// were lifted (reason [`UnbanReason::Ignored`]).
+    pub fn lift_ignored(&mut self) -> usize {
+        let mut lifted = 0;
+        for b in self.bans.active() {
+            let Some(&i) = self.index.get(&b.jail) else {
+                continue;
+            };
+            let ignore = &self.jails[i].settings.ignore;
+            let (listed, self_too) = (ignore.contains(b.ip), ignore.ignores_self());
+            if !listed && !(self_too && self.is_own_now(b.ip)) {
+                continue;
+            }
+            if let Ok(out) = self.bans.unban(Some(&b.jail), b.ip) {
+                for x in out {
+                    tracing::info!(jail = %x.jail, ip = %x.ip, "ban lifted: the jail ignores this address now");
+                    self.lifted(x, UnbanReason::Ignored);
+                    lifted += 1;
+                }
+            }
+        }
+        lifted
     }
 
     /// Reads the host's addresses again before each ban in a jail with

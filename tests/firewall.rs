@@ -649,6 +649,33 @@ fn an_address_the_host_gains_while_running_is_never_banned() {
     );
 }
 
+#[test]
+fn a_crash_leftover_of_a_now_ignored_address_is_removed_at_restart() {
+    let kind = "nftables";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+    let net = NetPair::new();
+    let _covered = net.listen(COVERED);
+    let d = start(&net, &jail(kind, ""), None, Vec::new());
+    cli_ok(&d, &["ban", "sshd", ATTACKER4]);
+    assert!(net
+        .until_blocked(VICTIM4, COVERED, Duration::from_secs(3))
+        .is_some());
+    let dir = d.into_dir(); // SIGKILL: the set and its element stay
+    assert!(!net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(300)));
+    // The admin puts the address on ignoreip before starting again.
+    let toml = jail(kind, &format!("ignoreip = [\"{ATTACKER4}\"]"));
+    let mut d = start(&net, &toml, Some(dir), Vec::new());
+    assert!(
+        net.until_open(VICTIM4, COVERED, Duration::from_secs(5)),
+        "the crashed run's ban of a now ignored address is still in the kernel\n{}\n{}",
+        dump(&net),
+        d.log_text()
+    );
+    assert!(!d.is_banned("sshd", ATTACKER4));
+    assert!(d.stop(), "unclean exit\n{}", d.log_text());
+    assert_clean(&net, "after the restart");
+}
+
 /// Sends `n` failure lines for distinct addresses straight to the daemon's
 /// unix socket (one datagram each, as syslogd would).
 fn flood(d: &Daemon, n: u32) {

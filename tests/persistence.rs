@@ -102,6 +102,50 @@ const SSHD: &str =
     "[jail.sshd]\nenabled = true\nfilter = \"sshd\"\nmaxretry = 2\nbantime = \"1h\"\n";
 
 #[test]
+fn an_address_added_to_ignoreip_is_freed_by_a_restart_and_by_a_reload() {
+    let (freed, kept, later) = ("203.0.113.50", "203.0.113.51", "203.0.113.52");
+    let d = Daemon::start(SSHD);
+    for ip in [freed, kept, later] {
+        ok(d.cli(&["ban", "sshd", ip]));
+    }
+    let db = db_path(d.path());
+    assert!(wait_db(&db, "SELECT COUNT(*) FROM bans", 3, 10));
+    // The fail2ban way to undo a wrong ban: add the address to ignoreip
+    // and restart. The store's ban must not come back.
+    let d = restart(d, &format!("{SSHD}ignoreip = [\"{freed}\"]\n"));
+    assert!(
+        !d.is_banned("sshd", freed),
+        "a ban of an ignored address was restored\n{}",
+        d.log_text()
+    );
+    assert!(d.is_banned("sshd", kept) && d.is_banned("sshd", later));
+    assert!(
+        wait_db(&db, &rows_for(freed), 0, 10),
+        "the store still holds the freed ban"
+    );
+    let ignored =
+        |ip: &str| format!("SELECT COUNT(*) FROM events WHERE kind = 'ignored' AND ip = '{ip}'");
+    assert!(wait_db(&db, &ignored(freed), 1, 10), "logged as ignored");
+    // The same through a reload (fail2ban-client reload).
+    std::fs::write(
+        d.path().join("conf.d/50-test.toml"),
+        format!("{SSHD}ignoreip = [\"{freed}\", \"{later}\"]\n"),
+    )
+    .expect("config");
+    ok(d.cli(&["reload"]));
+    assert!(
+        d.wait_for(5, |d| !d.is_banned("sshd", later)),
+        "reload left a ban of a newly ignored address\n{}",
+        d.log_text()
+    );
+    assert!(
+        d.is_banned("sshd", kept),
+        "only ignored addresses are freed"
+    );
+    assert!(wait_db(&db, &ignored(later), 1, 10));
+}
+
+#[test]
 fn bans_survive_sigkill_and_come_back_in_the_firewall() {
     let d = Daemon::start(SSHD);
     let db = db_path(d.path());

@@ -71,6 +71,9 @@ pub enum UnbanReason {
     Manual,
     /// Its jail was removed by a reload.
     JailRemoved,
+    /// Its jail must not ban the address now: `ignoreip` changed (by a
+    /// reload, or before a restart), or it became one of the host's.
+    Ignored,
 }
 
 /// What the caller must carry out.

@@ -61,6 +61,7 @@ pub fn reason_text(r: UnbanReason) -> &'static str {
         UnbanReason::Expired => "expired",
         UnbanReason::Manual => "unban",
         UnbanReason::JailRemoved => "jail_removed",
+        UnbanReason::Ignored => "ignored",
     }
 }
 

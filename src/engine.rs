@@ -398,7 +398,8 @@ impl Engine {
             };
             let ignore = &self.jails[i].settings.ignore;
             let (listed, self_too) = (ignore.contains(b.ip), ignore.ignores_self());
-            if !listed && !(self_too && self.is_own_now(b.ip)) {
+            let ignored = listed || (self_too && self.is_own_now(b.ip));
+            if !ignored {
                 continue;
             }
             if let Ok(out) = self.bans.unban(Some(&b.jail), b.ip) {

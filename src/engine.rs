@@ -396,10 +396,7 @@ impl Engine {
             let Some(&i) = self.index.get(&b.jail) else {
                 continue;
             };
-            let ignore = &self.jails[i].settings.ignore;
-            let (listed, self_too) = (ignore.contains(b.ip), ignore.ignores_self());
-            let ignored = listed || (self_too && self.is_own_now(b.ip));
-            if !ignored {
+            if !self.ignores_now(i, b.ip) {
                 continue;
             }
             if let Ok(out) = self.bans.unban(Some(&b.jail), b.ip) {
@@ -418,6 +415,14 @@ impl Engine {
     /// read with the configuration (the daemon turns this on).
     pub fn watch_own_addresses(&mut self, on: bool) {
         self.own = on.then(OwnAddresses::default);
+    }
+
+    /// Whether jail `i` must not ban `ip` now: its ignore list, or (with
+    /// `ignoreself`, when watched) one of the host's current addresses.
+    fn ignores_now(&mut self, i: usize, ip: IpAddr) -> bool {
+        let ignore = &self.jails[i].settings.ignore;
+        let (listed, self_too) = (ignore.contains(ip), ignore.ignores_self());
+        listed || (self_too && self.is_own_now(ip))
     }
 
     /// Whether `ip` is one of the host's addresses now (false unless
@@ -576,14 +581,14 @@ impl Engine {
         now: SystemTime,
     ) -> Result<Arc<Ban>, BanError> {
         let random = self.rng.next_f64();
-        let own_now = self.jails[i].settings.ignore.ignores_self() && self.is_own_now(ip);
+        let ignored = self.ignores_now(i, ip);
         let jail = &self.jails[i];
         let req = BanRequest {
             jail: &jail.settings.name,
             policy: &jail.settings.policy,
             ip,
             failures,
-            ignored: own_now || jail.settings.ignore.contains(ip),
+            ignored,
             origin,
             random,
         };

@@ -134,6 +134,22 @@ fn main() -> ExitCode {
                 }
             };
             banstream::service::logging::init(&settings.log_level, &settings.log);
+            // One daemon edits a network namespace's firewall: another
+            // configuration's daemon beside it would share its firewall
+            // objects and remove them, bans and all, when it stops. Taken
+            // as root, before the drop: /run is root's.
+            let _firewall = match settings.edits_firewall() && nix::unistd::geteuid().is_root() {
+                false => None,
+                true => {
+                    match banstream::service::instance::firewall(std::path::Path::new("/run")) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            eprintln!("banstream: {e}");
+                            return code(1);
+                        }
+                    }
+                }
+            };
             // Before the runtime starts: capabilities are per thread.
             if let Some(run) = &settings.run {
                 match banstream::service::privileges::drop_to(run, &settings.service_paths()) {

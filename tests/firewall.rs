@@ -311,36 +311,7 @@ fn a_second_daemon_on_the_same_config_is_refused_and_the_first_keeps_its_bans() 
     // The same configuration again, in the same namespace (an init script
     // plus a manual start). Before the instance lock it replaced both
     // sockets, and on its way out removed the sets holding these bans.
-    let mut second = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.victim,
-            crate::common::bin(),
-            "run",
-            "-c",
-        ])
-        .arg(&d.config)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("second daemon");
-    let t = Instant::now();
-    let status = loop {
-        if let Some(st) = second.try_wait().expect("wait") {
-            break st;
-        }
-        if t.elapsed() > Duration::from_secs(10) {
-            let _ = second.kill();
-            panic!("a second daemon on the same config kept running");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut err)
-        .expect("stderr");
-    assert!(!status.success(), "the second daemon must fail");
+    let err = refused_in(&net, &d.config);
     let pid = d.pid().expect("pid").to_string();
     assert!(
         err.contains("already running") && err.contains(&pid),
@@ -360,6 +331,113 @@ fn a_second_daemon_on_the_same_config_is_refused_and_the_first_keeps_its_bans() 
         net.until_blocked(VICTIM6, COVERED, Duration::from_secs(3))
             .is_some(),
         "the running daemon's log socket no longer reaches it\n{}",
+        d.log_text()
+    );
+}
+
+/// Runs `banstream run -c config` in the victim's namespace, expects it to
+/// exit with an error within 10 s, and returns its stderr.
+fn refused_in(net: &NetPair, config: &std::path::Path) -> String {
+    let mut second = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.victim,
+            crate::common::bin(),
+            "run",
+            "-c",
+        ])
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("second daemon");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = second.try_wait().expect("wait") {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = second.kill();
+            panic!("a second daemon in the namespace kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(!status.success(), "the second daemon must fail: {err}");
+    err
+}
+
+#[test]
+fn a_daemon_of_another_configuration_in_the_namespace_is_refused_and_the_first_keeps_its_bans() {
+    let kind = "nftables";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+    let net = NetPair::new();
+    let _covered = net.listen(COVERED);
+    let d = start(&net, &jail(kind, ""), None, Vec::new());
+    cli_ok(&d, &["ban", "sshd", ATTACKER4]);
+    assert!(net
+        .until_blocked(VICTIM4, COVERED, Duration::from_secs(3))
+        .is_some());
+    // A trial run of another configuration beside the service: its own
+    // sockets and database, so the instance locks do not meet, but the
+    // same `banstream` table. Without the namespace's firewall lock it
+    // adopted the table, and removed it, these bans included, on its way
+    // out.
+    let other = tempfile::tempdir().expect("tempdir");
+    let config = Daemon::write_config(
+        other.path(),
+        &Opts {
+            toml: jail(kind, ""),
+            dry_run: false,
+            listen: Some("unix = [\"log.sock\"]\n".into()),
+            default_jails: false,
+            ..Default::default()
+        },
+    );
+    let err = refused_in(&net, &config);
+    let pid = d.pid().expect("pid").to_string();
+    assert!(
+        err.contains("firewall of this network namespace") && err.contains(&pid),
+        "the error names the namespace's firewall and the running daemon's pid {pid}: {err}"
+    );
+    assert!(
+        !net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(500)),
+        "the running daemon's ban was removed\n{}",
+        dump(&net)
+    );
+    // A dry run only logs: it may run beside the service, and its stop
+    // leaves the firewall alone.
+    let dry = Daemon::start_with(Opts {
+        toml: jail(kind, ""),
+        dry_run: true,
+        listen: Some("unix = [\"log.sock\"]\n".into()),
+        wrap: net.wrap(),
+        dir: Some(other),
+        default_jails: false,
+    });
+    cli_ok(&dry, &["ban", "sshd", ATTACKER6]);
+    drop(dry);
+    assert!(
+        !net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(500)),
+        "a dry run's stop removed the running daemon's ban\n{}",
+        dump(&net)
+    );
+    assert!(
+        net.attacker_connects(VICTIM6, COVERED, Duration::from_secs(2)),
+        "a dry run's ban reached the firewall\n{}",
+        dump(&net)
+    );
+    // The first daemon still bans from its log socket.
+    fail(&d, ATTACKER6);
+    fail(&d, ATTACKER6);
+    assert!(
+        net.until_blocked(VICTIM6, COVERED, Duration::from_secs(3))
+            .is_some(),
+        "{}",
         d.log_text()
     );
 }

@@ -194,6 +194,17 @@ impl Settings {
         }
     }
 
+    /// Whether an enabled jail has an action that edits the firewall: any
+    /// but `log` and the notifications (`mail`, `webhook`). A `command`
+    /// action counts, since fail2ban's own are firewall commands.
+    pub fn edits_firewall(&self) -> bool {
+        self.enabled_jails().any(|j| {
+            j.actions
+                .iter()
+                .any(|a| !matches!(a.kind.as_str(), "log" | "mail" | "webhook"))
+        })
+    }
+
     /// Replaces every action with `log` (`run --dry-run`).
     pub fn force_dry_run(&mut self) {
         for j in &mut self.jails {

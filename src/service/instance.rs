@@ -19,6 +19,20 @@
 //! first) and before the runtime starts; lock files an earlier run as root
 //! left are handed to the user with the database files.
 //!
+//! A third lock covers what those two cannot: two daemons of different
+//! configurations in one network namespace (a trial run of a new
+//! configuration beside the service, say). Both would edit the same
+//! firewall objects (the `banstream` nftables table, the `f2b-<jail>` sets
+//! and chains), and the one that stops first removes them, bans of the other
+//! included, while that one still reports them in force. So a daemon whose
+//! jails edit the firewall, started as root, also locks
+//! `/run/banstream-firewall-net-<device>-<inode>.lock`, named after its
+//! network namespace (the identity of `/proc/self/ns/net`): daemons in
+//! different namespaces (containers, the tests' own) never meet, and
+//! `run --dry-run`, which only logs, takes no such lock. It is taken before
+//! the privilege drop (`/run` is root's); a daemon started without root
+//! cannot take it and runs without it.
+//!
 //! The kernel drops a `flock` when its holder exits, however it exits, so a
 //! crash leaves no lock behind, only a file that the next start reuses. The
 //! files are never removed: unlinking a lock file races with a daemon that
@@ -48,6 +62,14 @@ pub enum LockError {
         /// The lock file.
         path: PathBuf,
         /// The pid the holder wrote into it, when it is a pid file.
+        pid: Option<u32>,
+    },
+    /// Another daemon edits the firewall of this network namespace.
+    #[error("another banstream is already running{} and edits the firewall of this network namespace (lock {path} is held); one daemon per namespace edits its firewall: stop that one first, or try this configuration with `banstream run --dry-run`", pid.map(|p| format!(" as pid {p}")).unwrap_or_default())]
+    FirewallHeld {
+        /// The lock file.
+        path: PathBuf,
+        /// The pid the holder wrote into it.
         pid: Option<u32>,
     },
     /// The lock file could not be created, opened or locked.
@@ -81,16 +103,49 @@ pub fn acquire(socket: &Path, database: &Path) -> Result<InstanceLock, LockError
     let mut pid_lock = lock(&path, 0o755)?;
     let db_lock = lock(&database_lock(database), 0o700)?;
     // Only once both are held: a refused start leaves the pid alone.
-    let io = |source| LockError::Io {
-        path: path.clone(),
-        source,
-    };
-    pid_lock.set_len(0).map_err(io)?;
-    pid_lock.rewind().map_err(io)?;
-    writeln!(*pid_lock, "{}", std::process::id()).map_err(io)?;
+    write_pid(&mut pid_lock, &path)?;
     Ok(InstanceLock {
         _held: vec![pid_lock, db_lock],
     })
+}
+
+/// The firewall lock file for the network namespace this process is in,
+/// in `dir` (`/run` for the daemon); `None` when the namespace cannot be
+/// read (no `/proc`).
+pub fn firewall_lock_file(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata("/proc/self/ns/net").ok()?;
+    Some(dir.join(format!(
+        "banstream-firewall-net-{}-{}.lock",
+        ns.dev(),
+        ns.ino()
+    )))
+}
+
+/// Takes the firewall lock of this network namespace in `dir` (see the
+/// module doc) and writes this process's pid into it. `Ok(None)` when the
+/// namespace cannot be named.
+pub fn firewall(dir: &Path) -> Result<Option<InstanceLock>, LockError> {
+    let Some(path) = firewall_lock_file(dir) else {
+        return Ok(None);
+    };
+    let mut held = lock(&path, 0o755).map_err(|e| match e {
+        LockError::Held { path, pid } => LockError::FirewallHeld { path, pid },
+        e => e,
+    })?;
+    write_pid(&mut held, &path)?;
+    Ok(Some(InstanceLock { _held: vec![held] }))
+}
+
+/// Replaces the content of a held lock file with this process's pid.
+fn write_pid(file: &mut Flock<File>, path: &Path) -> Result<(), LockError> {
+    let io = |source| LockError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    writeln!(**file, "{}", std::process::id()).map_err(io)
 }
 
 /// Opens (creating) `path`, and its directory with `dir_mode`, and takes
@@ -185,6 +240,40 @@ mod tests {
         let again = acquire(&socket, &db).unwrap();
         assert!(database_lock(&db).exists());
         drop(again);
+    }
+
+    #[test]
+    fn the_firewall_lock_is_one_per_network_namespace_and_names_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(path) = firewall_lock_file(dir.path()) else {
+            eprintln!("skipped: /proc/self/ns/net cannot be read");
+            return;
+        };
+        // The name carries the namespace's identity, so daemons in other
+        // namespaces lock other files.
+        use std::os::unix::fs::MetadataExt;
+        let ns = std::fs::metadata("/proc/self/ns/net").unwrap();
+        assert!(path
+            .to_string_lossy()
+            .ends_with(&format!("-{}-{}.lock", ns.dev(), ns.ino())));
+        let first = firewall(dir.path()).unwrap().expect("a namespace to lock");
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(written.trim(), std::process::id().to_string());
+        match firewall(dir.path()) {
+            Err(e @ LockError::FirewallHeld { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("already running")
+                        && msg.contains(&format!("pid {}", std::process::id()))
+                        && msg.contains("firewall of this network namespace")
+                        && msg.contains("--dry-run"),
+                    "{msg}"
+                );
+            }
+            other => panic!("expected FirewallHeld, got {other:?}"),
+        }
+        drop(first);
+        assert!(firewall(dir.path()).unwrap().is_some());
     }
 
     #[test]

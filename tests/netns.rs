@@ -179,6 +179,17 @@ impl NetPair {
 impl Drop for NetPair {
     fn drop(&mut self) {
         for ns in [&self.victim, &self.attacker] {
+            // The firewall lock a daemon took in the namespace (named after
+            // its identity, which the bind mount under /run/netns shows):
+            // nothing can hold it once the namespace is gone.
+            if let Ok(m) = std::fs::metadata(format!("/run/netns/{ns}")) {
+                use std::os::unix::fs::MetadataExt;
+                let _ = std::fs::remove_file(format!(
+                    "/run/banstream-firewall-net-{}-{}.lock",
+                    m.dev(),
+                    m.ino()
+                ));
+            }
             // Deleting a namespace also deletes its end of the veth pair.
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }

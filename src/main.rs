@@ -143,9 +143,15 @@ fn main() -> ExitCode {
                 true => {
                     match banstream::service::instance::firewall(std::path::Path::new("/run")) {
                         Ok(l) => l,
-                        Err(e) => {
+                        Err(e @ banstream::service::instance::LockError::FirewallHeld { .. }) => {
                             eprintln!("banstream: {e}");
                             return code(1);
+                        }
+                        // A read-only /run (some containers) costs the
+                        // guard, not the service.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "running without the firewall lock of this network namespace");
+                            None
                         }
                     }
                 }

@@ -30,8 +30,8 @@
 //! network namespace (the identity of `/proc/self/ns/net`): daemons in
 //! different namespaces (containers, the tests' own) never meet, and
 //! `run --dry-run`, which only logs, takes no such lock. It is taken before
-//! the privilege drop (`/run` is root's); a daemon started without root
-//! cannot take it and runs without it.
+//! the privilege drop (`/run` is root's); a daemon started without root,
+//! or unable to write `/run`, runs without it.
 //!
 //! The kernel drops a `flock` when its holder exits, however it exits, so a
 //! crash leaves no lock behind, only a file that the next start reuses. The

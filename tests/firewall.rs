@@ -297,17 +297,33 @@ fn nftables_bans_unbans_adopts_and_cleans_up() {
     round_trip(kind);
 }
 
-#[test]
-fn a_second_daemon_on_the_same_config_is_refused_and_the_first_keeps_its_bans() {
-    let kind = "nftables";
-    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+/// A daemon in a fresh namespace with `kind`, a listener on the covered
+/// port, and ATTACKER4 banned (its packets already dropped).
+fn serving_with_a_ban(kind: &str) -> (NetPair, crate::netns::Listener, Daemon) {
     let net = NetPair::new();
-    let _covered = net.listen(COVERED);
+    let covered = net.listen(COVERED);
     let d = start(&net, &jail(kind, ""), None, Vec::new());
     cli_ok(&d, &["ban", "sshd", ATTACKER4]);
     assert!(net
         .until_blocked(VICTIM4, COVERED, Duration::from_secs(3))
         .is_some());
+    (net, covered, d)
+}
+
+/// ATTACKER4 still cannot reach the covered port.
+fn still_banned(net: &NetPair, why: &str) {
+    assert!(
+        !net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(500)),
+        "{why}\n{}",
+        dump(net)
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_config_is_refused_and_the_first_keeps_its_bans() {
+    let kind = "nftables";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+    let (net, _covered, d) = serving_with_a_ban(kind);
     // The same configuration again, in the same namespace (an init script
     // plus a manual start). Before the instance lock it replaced both
     // sockets, and on its way out removed the sets holding these bans.
@@ -319,11 +335,7 @@ fn a_second_daemon_on_the_same_config_is_refused_and_the_first_keeps_its_bans() 
     );
     // The first one is untouched: its ban holds, its control socket answers
     // and its log socket still feeds it.
-    assert!(
-        !net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(500)),
-        "the running daemon's ban was removed\n{}",
-        dump(&net)
-    );
+    still_banned(&net, "the running daemon's ban was removed");
     cli_ok(&d, &["status"]);
     fail(&d, ATTACKER6);
     fail(&d, ATTACKER6);
@@ -375,13 +387,7 @@ fn refused_in(net: &NetPair, config: &std::path::Path) -> String {
 fn a_daemon_of_another_configuration_in_the_namespace_is_refused_and_the_first_keeps_its_bans() {
     let kind = "nftables";
     require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
-    let net = NetPair::new();
-    let _covered = net.listen(COVERED);
-    let d = start(&net, &jail(kind, ""), None, Vec::new());
-    cli_ok(&d, &["ban", "sshd", ATTACKER4]);
-    assert!(net
-        .until_blocked(VICTIM4, COVERED, Duration::from_secs(3))
-        .is_some());
+    let (net, _covered, d) = serving_with_a_ban(kind);
     // A trial run of another configuration beside the service: its own
     // sockets and database, so the instance locks do not meet, but the
     // same `banstream` table. Without the namespace's firewall lock it
@@ -404,11 +410,7 @@ fn a_daemon_of_another_configuration_in_the_namespace_is_refused_and_the_first_k
         err.contains("firewall of this network namespace") && err.contains(&pid),
         "the error names the namespace's firewall and the running daemon's pid {pid}: {err}"
     );
-    assert!(
-        !net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(500)),
-        "the running daemon's ban was removed\n{}",
-        dump(&net)
-    );
+    still_banned(&net, "the running daemon's ban was removed");
     // A dry run only logs: it may run beside the service, and its stop
     // leaves the firewall alone.
     let dry = Daemon::start_with(Opts {
@@ -421,11 +423,7 @@ fn a_daemon_of_another_configuration_in_the_namespace_is_refused_and_the_first_k
     });
     cli_ok(&dry, &["ban", "sshd", ATTACKER6]);
     drop(dry);
-    assert!(
-        !net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(500)),
-        "a dry run's stop removed the running daemon's ban\n{}",
-        dump(&net)
-    );
+    still_banned(&net, "a dry run's stop removed the running daemon's ban");
     assert!(
         net.attacker_connects(VICTIM6, COVERED, Duration::from_secs(2)),
         "a dry run's ban reached the firewall\n{}",
@@ -731,13 +729,7 @@ fn an_address_the_host_gains_while_running_is_never_banned() {
 fn a_crash_leftover_of_a_now_ignored_address_is_removed_at_restart() {
     let kind = "nftables";
     require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
-    let net = NetPair::new();
-    let _covered = net.listen(COVERED);
-    let d = start(&net, &jail(kind, ""), None, Vec::new());
-    cli_ok(&d, &["ban", "sshd", ATTACKER4]);
-    assert!(net
-        .until_blocked(VICTIM4, COVERED, Duration::from_secs(3))
-        .is_some());
+    let (net, _covered, d) = serving_with_a_ban(kind);
     let dir = d.into_dir(); // SIGKILL: the set and its element stay
     assert!(!net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(300)));
     // The admin puts the address on ignoreip before starting again.

@@ -138,22 +138,22 @@ fn main() -> ExitCode {
             // configuration's daemon beside it would share its firewall
             // objects and remove them, bans and all, when it stops. Taken
             // as root, before the drop: /run is root's.
-            let _firewall = match settings.edits_firewall() && nix::unistd::geteuid().is_root() {
-                false => None,
-                true => {
-                    match banstream::service::instance::firewall(std::path::Path::new("/run")) {
-                        Ok(l) => l,
-                        Err(e @ banstream::service::instance::LockError::FirewallHeld { .. }) => {
-                            eprintln!("banstream: {e}");
-                            return code(1);
-                        }
-                        // A read-only /run (some containers) costs the
-                        // guard, not the service.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "running without the firewall lock of this network namespace");
-                            None
-                        }
-                    }
+            use banstream::service::instance;
+            let firewall = match settings.edits_firewall() && nix::unistd::geteuid().is_root() {
+                true => instance::firewall(std::path::Path::new("/run")),
+                false => Ok(None),
+            };
+            let _firewall = match firewall {
+                Ok(l) => l,
+                Err(e @ instance::LockError::FirewallHeld { .. }) => {
+                    eprintln!("banstream: {e}");
+                    return code(1);
+                }
+                // A read-only /run (some containers) costs the guard, not
+                // the service.
+                Err(e) => {
+                    tracing::warn!(error = %e, "running without the firewall lock of this network namespace");
+                    None
                 }
             };
             // Before the runtime starts: capabilities are per thread.
@@ -176,10 +176,7 @@ fn main() -> ExitCode {
             // daemon on this socket or database stops here. After the drop,
             // so that directories the drop creates and hands over are not
             // created as root's first (the drop only chowns what it made).
-            let _instance = match banstream::service::instance::acquire(
-                &settings.control_socket,
-                &settings.database,
-            ) {
+            let _instance = match instance::acquire(&settings.control_socket, &settings.database) {
                 Ok(l) => l,
                 Err(e) => {
                     eprintln!("banstream: {e}");

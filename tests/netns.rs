@@ -183,11 +183,9 @@ impl Drop for NetPair {
             // its identity, which the bind mount under /run/netns shows):
             // nothing can hold it once the namespace is gone.
             if let Ok(m) = std::fs::metadata(format!("/run/netns/{ns}")) {
-                use std::os::unix::fs::MetadataExt;
-                let _ = std::fs::remove_file(format!(
-                    "/run/banstream-firewall-net-{}-{}.lock",
-                    m.dev(),
-                    m.ino()
+                let _ = std::fs::remove_file(banstream::service::instance::firewall_lock_for(
+                    std::path::Path::new("/run"),
+                    &m,
                 ));
             }
             // Deleting a namespace also deletes its end of the veth pair.

@@ -109,17 +109,23 @@ pub fn acquire(socket: &Path, database: &Path) -> Result<InstanceLock, LockError
     })
 }
 
-/// The firewall lock file for the network namespace this process is in,
-/// in `dir` (`/run` for the daemon); `None` when the namespace cannot be
-/// read (no `/proc`).
-pub fn firewall_lock_file(dir: &Path) -> Option<PathBuf> {
+/// The firewall lock file, in `dir` (`/run` for the daemon), of the
+/// network namespace whose nsfs file (`/proc/PID/ns/net`, or its bind
+/// mount under `/run/netns`) has metadata `ns`.
+pub fn firewall_lock_for(dir: &Path, ns: &std::fs::Metadata) -> PathBuf {
     use std::os::unix::fs::MetadataExt;
-    let ns = std::fs::metadata("/proc/self/ns/net").ok()?;
-    Some(dir.join(format!(
+    dir.join(format!(
         "banstream-firewall-net-{}-{}.lock",
         ns.dev(),
         ns.ino()
-    )))
+    ))
+}
+
+/// The firewall lock file of the network namespace this process is in;
+/// `None` when the namespace cannot be read (no `/proc`).
+fn firewall_lock_file(dir: &Path) -> Option<PathBuf> {
+    let ns = std::fs::metadata("/proc/self/ns/net").ok()?;
+    Some(firewall_lock_for(dir, &ns))
 }
 
 /// Takes the firewall lock of this network namespace in `dir` (see the

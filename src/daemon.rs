@@ -37,6 +37,7 @@ use crate::control::{BannedItem, Request, Response};
 use crate::engine::{unix, Engine};
 use crate::ingest::{self, Frame, Transport};
 use crate::jail::JailName;
+use crate::service::instance::{FirewallLock, LockError};
 use crate::store::{Snapshot, Store};
 use crate::syslog::{self, ParseContext};
 use crate::telemetry::Metrics;
@@ -116,6 +117,10 @@ struct Daemon {
     internal: mpsc::Sender<Internal>,
     /// Counts banstream's own log lines received back (never routed).
     own_log: prometheus::IntCounter,
+    /// This network namespace's firewall lock (`None`: not root, a dry
+    /// run, or `/run` not writable), taken by a reload that first gives a
+    /// jail a firewall action when the start did not.
+    firewall_lock: Option<FirewallLock>,
 }
 
 fn actions_of(settings: &Settings) -> HashMap<JailName, Vec<Arc<JailAction>>> {
@@ -126,8 +131,14 @@ fn actions_of(settings: &Settings) -> HashMap<JailName, Vec<Arc<JailAction>>> {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT, with settings already loaded by
-/// [`load_settings`] (so the caller can set up logging from them first).
-pub async fn run(opts: DaemonOptions, settings: Settings) -> anyhow::Result<()> {
+/// [`load_settings`] (so the caller can set up logging from them first)
+/// and the namespace's firewall lock file opened by the caller before the
+/// privilege drop (held already if the settings edit the firewall).
+pub async fn run(
+    opts: DaemonOptions,
+    settings: Settings,
+    firewall_lock: Option<FirewallLock>,
+) -> anyhow::Result<()> {
     for w in &settings.warnings {
         tracing::warn!("config: {w}");
     }
@@ -165,6 +176,7 @@ pub async fn run(opts: DaemonOptions, settings: Settings) -> anyhow::Result<()> 
         started: Instant::now(),
         internal: internal_tx,
         own_log: metrics.dropped.with_label_values(&["own_log"]),
+        firewall_lock,
     };
     d.restore(snapshot);
     d.flush(None);
@@ -596,6 +608,24 @@ impl Daemon {
     /// bans), removed jails' bans are lifted through their old actions, and
     /// the bans of jails whose actions changed move to the new actions.
     fn swap(&mut self, new: Settings) -> Result<serde_json::Value, String> {
+        // A first firewall action needs the namespace's lock: while another
+        // daemon edits this firewall, the reload is refused (both would
+        // share its objects, and the first to stop would remove them).
+        // Without the file (not root, /run not writable) it goes on, as the
+        // start did.
+        if new.edits_firewall() {
+            if let Some(lock) = &mut self.firewall_lock {
+                match lock.hold() {
+                    Ok(()) => {}
+                    Err(e @ LockError::FirewallHeld { .. }) => return Err(e.to_string()),
+                    // Held but its pid not written, or not lockable at
+                    // all: as at start, the guard is lost, not the reload.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "running without the firewall lock of this network namespace");
+                    }
+                }
+            }
+        }
         for j in new.enabled_jails() {
             for a in &j.actions {
                 self.dispatcher

@@ -136,26 +136,34 @@ fn main() -> ExitCode {
             banstream::service::logging::init(&settings.log_level, &settings.log);
             // One daemon edits a network namespace's firewall: another
             // configuration's daemon beside it would share its firewall
-            // objects and remove them, bans and all, when it stops. Taken
-            // as root, before the drop: /run is root's.
+            // objects and remove them, bans and all, when it stops. The
+            // file is opened as root, before the drop (/run is root's), by
+            // every daemon but a dry run; it is locked now if a jail edits
+            // the firewall, else by the reload that first makes one do so.
             use banstream::service::instance;
-            let firewall = match settings.edits_firewall() && nix::unistd::geteuid().is_root() {
+            let opened = match !dry_run && nix::unistd::geteuid().is_root() {
                 true => instance::firewall(std::path::Path::new("/run")),
                 false => Ok(None),
             };
-            let _firewall = match firewall {
-                Ok(l) => l,
-                Err(e @ instance::LockError::FirewallHeld { .. }) => {
-                    eprintln!("banstream: {e}");
-                    return code(1);
-                }
-                // A read-only /run (some containers) costs the guard, not
-                // the service.
-                Err(e) => {
-                    tracing::warn!(error = %e, "running without the firewall lock of this network namespace");
-                    None
-                }
+            // A read-only /run (some containers) costs the guard, not the
+            // service.
+            let warn = |e: &instance::LockError| {
+                tracing::warn!(error = %e, "running without the firewall lock of this network namespace");
             };
+            let mut firewall = opened.unwrap_or_else(|e| {
+                warn(&e);
+                None
+            });
+            if let Some(lock) = firewall.as_mut().filter(|_| settings.edits_firewall()) {
+                match lock.hold() {
+                    Ok(()) => {}
+                    Err(e @ instance::LockError::FirewallHeld { .. }) => {
+                        eprintln!("banstream: {e}");
+                        return code(1);
+                    }
+                    Err(e) => warn(&e),
+                }
+            }
             // Before the runtime starts: capabilities are per thread.
             if let Some(run) = &settings.run {
                 match banstream::service::privileges::drop_to(run, &settings.service_paths()) {
@@ -194,7 +202,7 @@ fn main() -> ExitCode {
                     return code(1);
                 }
             };
-            match rt.block_on(daemon::run(opts, settings)) {
+            match rt.block_on(daemon::run(opts, settings, firewall)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("banstream: {e:#}");

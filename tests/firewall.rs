@@ -440,6 +440,79 @@ fn a_daemon_of_another_configuration_in_the_namespace_is_refused_and_the_first_k
     );
 }
 
+#[test]
+fn a_reload_that_first_edits_the_firewall_takes_the_namespace_lock_or_is_refused() {
+    let kind = "nftables";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+    let (net, _covered, mut d) = serving_with_a_ban(kind);
+    // Another configuration beside the service that only logs: it edits no
+    // firewall, so it starts.
+    let l = start(&net, &jail("log", ""), None, Vec::new());
+    // A reload giving it a firewall action would share the service's
+    // table (and remove it on the way out): refused while the service
+    // runs, naming it, and the log-only configuration stays.
+    std::fs::write(l.path().join("conf.d/50-test.toml"), jail(kind, "")).expect("config");
+    let out = l.cli(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let pid = d.pid().expect("pid").to_string();
+    assert!(
+        !out.status.success()
+            && err.contains("reload refused")
+            && err.contains("firewall of this network namespace")
+            && err.contains(&pid),
+        "the reload must be refused, naming the service's pid {pid}: {err}"
+    );
+    cli_ok(&l, &["status"]);
+    fail(&l, ATTACKER6);
+    fail(&l, ATTACKER6);
+    assert!(
+        l.wait_for(5, |l| l.is_banned("sshd", ATTACKER6)),
+        "the log-only configuration no longer bans\n{}",
+        l.log_text()
+    );
+    assert!(
+        net.attacker_connects(VICTIM6, COVERED, Duration::from_secs(2)),
+        "a refused reload's action reached the firewall\n{}",
+        dump(&net)
+    );
+    still_banned(&net, "the refused reload removed the service's ban");
+    // Once the service is gone, the same reload goes through and takes
+    // the lock: this daemon now bans in the firewall, and a third one with
+    // a firewall action is refused, naming it.
+    assert!(d.stop());
+    let out = l.cli(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fail(&l, ATTACKER4);
+    fail(&l, ATTACKER4);
+    assert!(
+        net.until_blocked(VICTIM4, COVERED, Duration::from_secs(3))
+            .is_some(),
+        "{}",
+        l.log_text()
+    );
+    let other = tempfile::tempdir().expect("tempdir");
+    let config = Daemon::write_config(
+        other.path(),
+        &Opts {
+            toml: jail(kind, ""),
+            dry_run: false,
+            listen: Some("unix = [\"log.sock\"]\n".into()),
+            default_jails: false,
+            ..Default::default()
+        },
+    );
+    let err = refused_in(&net, &config);
+    let pid = l.pid().expect("pid").to_string();
+    assert!(
+        err.contains("firewall of this network namespace") && err.contains(&pid),
+        "the error names the reloaded daemon's pid {pid}: {err}"
+    );
+}
+
 /// A private ufw configuration for a namespace: `ip netns exec NS` binds
 /// each entry of /etc/netns/NS/ over its namesake in /etc, so ufw (and the
 /// daemon's ufw commands) in NS read and write a copy of /etc/ufw, and the

@@ -29,8 +29,13 @@
 //! `/run/banstream-firewall-net-<device>-<inode>.lock`, named after its
 //! network namespace (the identity of `/proc/self/ns/net`): daemons in
 //! different namespaces (containers, the tests' own) never meet, and
-//! `run --dry-run`, which only logs, takes no such lock. It is taken before
-//! the privilege drop (`/run` is root's); a daemon started without root,
+//! `run --dry-run`, which only logs, takes no such lock. The file is opened
+//! before the privilege drop (`/run` is root's) and kept open by every
+//! daemon but a dry run, whether its jails edit the firewall or not: a
+//! daemon that starts with only `log` or notification actions takes the
+//! lock on that open file when a reload first gives a jail a firewall
+//! action (`flock` needs no privilege on an open file), and the reload is
+//! refused while another daemon holds it. A daemon started without root,
 //! or unable to write `/run`, runs without it.
 //!
 //! The kernel drops a `flock` when its holder exits, however it exits, so a
@@ -128,19 +133,77 @@ fn firewall_lock_file(dir: &Path) -> Option<PathBuf> {
     Some(firewall_lock_for(dir, &ns))
 }
 
-/// Takes the firewall lock of this network namespace in `dir` (see the
-/// module doc) and writes this process's pid into it. `Ok(None)` when the
-/// namespace cannot be named.
-pub fn firewall(dir: &Path) -> Result<Option<InstanceLock>, LockError> {
+/// The firewall lock file of this network namespace, open, and locked
+/// once [`FirewallLock::hold`] succeeds (see the module doc).
+#[derive(Debug)]
+pub struct FirewallLock {
+    path: PathBuf,
+    /// `None` only for the moment `hold` has the file in hand.
+    file: Option<Held>,
+}
+
+/// The open lock file, locked or not.
+#[derive(Debug)]
+enum Held {
+    Open(File),
+    /// Held until dropped (the kernel releases the lock with the file).
+    Locked {
+        _held: Flock<File>,
+    },
+}
+
+impl FirewallLock {
+    /// Takes the lock (at once if this daemon holds it already) and writes
+    /// this process's pid into the file. The file stays open when another
+    /// daemon holds the lock, so a later call may still take it.
+    pub fn hold(&mut self) -> Result<(), LockError> {
+        let file = match self.file.take() {
+            Some(Held::Open(f)) => f,
+            Some(held @ Held::Locked { .. }) => {
+                self.file = Some(held);
+                return Ok(());
+            }
+            None => {
+                return Err(LockError::Io {
+                    path: self.path.clone(),
+                    source: std::io::Error::other("the lock file was lost"),
+                })
+            }
+        };
+        match try_lock(file, &self.path) {
+            Ok(mut held) => {
+                let written = write_pid(&mut held, &self.path);
+                self.file = Some(Held::Locked { _held: held });
+                written
+            }
+            Err((file, e)) => {
+                self.file = Some(Held::Open(file));
+                Err(match e {
+                    LockError::Held { path, pid } => LockError::FirewallHeld { path, pid },
+                    e => e,
+                })
+            }
+        }
+    }
+
+    /// Whether this daemon holds the lock.
+    pub fn is_held(&self) -> bool {
+        matches!(self.file, Some(Held::Locked { .. }))
+    }
+}
+
+/// Opens (creating) the firewall lock file of this network namespace in
+/// `dir`, without locking it. `Ok(None)` when the namespace cannot be
+/// named.
+pub fn firewall(dir: &Path) -> Result<Option<FirewallLock>, LockError> {
     let Some(path) = firewall_lock_file(dir) else {
         return Ok(None);
     };
-    let mut held = lock(&path, 0o755).map_err(|e| match e {
-        LockError::Held { path, pid } => LockError::FirewallHeld { path, pid },
-        e => e,
-    })?;
-    write_pid(&mut held, &path)?;
-    Ok(Some(InstanceLock { _held: vec![held] }))
+    let file = open_lock_file(&path, 0o755)?;
+    Ok(Some(FirewallLock {
+        path,
+        file: Some(Held::Open(file)),
+    }))
 }
 
 /// Replaces the content of a held lock file with this process's pid.
@@ -157,6 +220,13 @@ fn write_pid(file: &mut Flock<File>, path: &Path) -> Result<(), LockError> {
 /// Opens (creating) `path`, and its directory with `dir_mode`, and takes
 /// an exclusive lock on it without waiting.
 fn lock(path: &Path, dir_mode: u32) -> Result<Flock<File>, LockError> {
+    let file = open_lock_file(path, dir_mode)?;
+    try_lock(file, path).map_err(|(_, e)| e)
+}
+
+/// Opens (creating) the lock file `path`, and its directory with
+/// `dir_mode`.
+fn open_lock_file(path: &Path, dir_mode: u32) -> Result<File, LockError> {
     let io = |source| LockError::Io {
         path: path.to_path_buf(),
         source,
@@ -171,7 +241,7 @@ fn lock(path: &Path, dir_mode: u32) -> Result<Flock<File>, LockError> {
         }
     }
     // Readable by all: the pid is no secret, and status scripts read it.
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -179,21 +249,36 @@ fn lock(path: &Path, dir_mode: u32) -> Result<Flock<File>, LockError> {
         .mode(0o644)
         .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_NOFOLLOW)
         .open(path)
-        .map_err(io)?;
+        .map_err(io)
+}
+
+/// Takes an exclusive lock on the open lock file `file` without waiting;
+/// on failure the file comes back with the error (naming the holder's pid
+/// when the file holds one).
+fn try_lock(file: File, path: &Path) -> Result<Flock<File>, (File, LockError)> {
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(held) => Ok(held),
         Err((mut file, Errno::EWOULDBLOCK)) => {
+            // From the start: an earlier refused attempt read to the end.
             let mut text = String::new();
             let pid = file
-                .read_to_string(&mut text)
+                .rewind()
+                .and_then(|()| file.read_to_string(&mut text))
                 .ok()
                 .and_then(|_| text.trim().parse().ok());
-            Err(LockError::Held {
+            let e = LockError::Held {
                 path: path.to_path_buf(),
                 pid,
-            })
+            };
+            Err((file, e))
         }
-        Err((_, e)) => Err(io(std::io::Error::from(e))),
+        Err((file, e)) => {
+            let e = LockError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::from(e),
+            };
+            Err((file, e))
+        }
     }
 }
 
@@ -262,24 +347,37 @@ mod tests {
         assert!(path
             .to_string_lossy()
             .ends_with(&format!("-{}-{}.lock", ns.dev(), ns.ino())));
-        let first = firewall(dir.path()).unwrap().expect("a namespace to lock");
+        let mut first = firewall(dir.path()).unwrap().expect("a namespace to lock");
+        // Opened, not locked: a daemon without firewall actions keeps it
+        // so, and another may still take it.
+        assert!(!first.is_held());
+        let mut second = firewall(dir.path()).unwrap().expect("opened twice");
+        first.hold().unwrap();
+        first.hold().unwrap(); // held already: nothing to do
+        assert!(first.is_held());
         let written = std::fs::read_to_string(&path).unwrap();
         assert_eq!(written.trim(), std::process::id().to_string());
-        match firewall(dir.path()) {
-            Err(e @ LockError::FirewallHeld { .. }) => {
-                let msg = e.to_string();
-                assert!(
-                    msg.contains("already running")
-                        && msg.contains(&format!("pid {}", std::process::id()))
-                        && msg.contains("firewall of this network namespace")
-                        && msg.contains("--dry-run"),
-                    "{msg}"
-                );
+        // Refused twice over (the pid is read again from the start), and
+        // the file stays open for a later attempt.
+        for _ in 0..2 {
+            match second.hold() {
+                Err(e @ LockError::FirewallHeld { .. }) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains("already running")
+                            && msg.contains(&format!("pid {}", std::process::id()))
+                            && msg.contains("firewall of this network namespace")
+                            && msg.contains("--dry-run"),
+                        "{msg}"
+                    );
+                }
+                other => panic!("expected FirewallHeld, got {other:?}"),
             }
-            other => panic!("expected FirewallHeld, got {other:?}"),
+            assert!(!second.is_held());
         }
         drop(first);
-        assert!(firewall(dir.path()).unwrap().is_some());
+        second.hold().unwrap();
+        assert!(second.is_held());
     }
 
     #[test]

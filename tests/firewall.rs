@@ -383,6 +383,28 @@ fn refused_in(net: &NetPair, config: &std::path::Path) -> String {
     err
 }
 
+/// A daemon of another configuration (in `dir`) with an nftables jail,
+/// started in the namespace where `holder` edits the firewall, is refused
+/// with an error naming the namespace's firewall and `holder`'s pid.
+fn another_firewall_daemon_is_refused(net: &NetPair, holder: &Daemon, dir: &std::path::Path) {
+    let config = Daemon::write_config(
+        dir,
+        &Opts {
+            toml: jail("nftables", ""),
+            dry_run: false,
+            listen: Some("unix = [\"log.sock\"]\n".into()),
+            default_jails: false,
+            ..Default::default()
+        },
+    );
+    let err = refused_in(net, &config);
+    let pid = holder.pid().expect("pid").to_string();
+    assert!(
+        err.contains("firewall of this network namespace") && err.contains(&pid),
+        "the error names the namespace's firewall and the holder's pid {pid}: {err}"
+    );
+}
+
 #[test]
 fn a_daemon_of_another_configuration_in_the_namespace_is_refused_and_the_first_keeps_its_bans() {
     let kind = "nftables";
@@ -394,22 +416,7 @@ fn a_daemon_of_another_configuration_in_the_namespace_is_refused_and_the_first_k
     // adopted the table, and removed it, these bans included, on its way
     // out.
     let other = tempfile::tempdir().expect("tempdir");
-    let config = Daemon::write_config(
-        other.path(),
-        &Opts {
-            toml: jail(kind, ""),
-            dry_run: false,
-            listen: Some("unix = [\"log.sock\"]\n".into()),
-            default_jails: false,
-            ..Default::default()
-        },
-    );
-    let err = refused_in(&net, &config);
-    let pid = d.pid().expect("pid").to_string();
-    assert!(
-        err.contains("firewall of this network namespace") && err.contains(&pid),
-        "the error names the namespace's firewall and the running daemon's pid {pid}: {err}"
-    );
+    another_firewall_daemon_is_refused(&net, &d, other.path());
     still_banned(&net, "the running daemon's ban was removed");
     // A dry run only logs: it may run beside the service, and its stop
     // leaves the firewall alone.
@@ -495,22 +502,7 @@ fn a_reload_that_first_edits_the_firewall_takes_the_namespace_lock_or_is_refused
         l.log_text()
     );
     let other = tempfile::tempdir().expect("tempdir");
-    let config = Daemon::write_config(
-        other.path(),
-        &Opts {
-            toml: jail(kind, ""),
-            dry_run: false,
-            listen: Some("unix = [\"log.sock\"]\n".into()),
-            default_jails: false,
-            ..Default::default()
-        },
-    );
-    let err = refused_in(&net, &config);
-    let pid = l.pid().expect("pid").to_string();
-    assert!(
-        err.contains("firewall of this network namespace") && err.contains(&pid),
-        "the error names the reloaded daemon's pid {pid}: {err}"
-    );
+    another_firewall_daemon_is_refused(&net, &l, other.path());
 }
 
 /// A private ufw configuration for a namespace: `ip netns exec NS` binds

@@ -9,6 +9,7 @@
 //! command, a second daemon on the same configuration, and a command action
 //! fed hostile tag values.
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
@@ -453,12 +454,17 @@ fn a_reload_that_first_edits_the_firewall_takes_the_namespace_lock_or_is_refused
     require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
     let (net, _covered, mut d) = serving_with_a_ban(kind);
     // Another configuration beside the service that only logs: it edits no
-    // firewall, so it starts.
-    let l = start(&net, &jail("log", ""), None, Vec::new());
+    // firewall, so it starts. It runs as nobody, so the lock it takes
+    // later is taken after the privilege drop, on the file root opened.
+    let as_nobody = |action: &str| format!("[run]\nuser = \"nobody\"\n{}", jail(action, ""));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let l = start(&net, &as_nobody("log"), Some(dir), Vec::new());
+    assert!(l.log_text().contains("dropped root"), "{}", l.log_text());
     // A reload giving it a firewall action would share the service's
     // table (and remove it on the way out): refused while the service
     // runs, naming it, and the log-only configuration stays.
-    std::fs::write(l.path().join("conf.d/50-test.toml"), jail(kind, "")).expect("config");
+    std::fs::write(l.path().join("conf.d/50-test.toml"), as_nobody(kind)).expect("config");
     let out = l.cli(&["reload"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     let pid = d.pid().expect("pid").to_string();

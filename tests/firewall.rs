@@ -493,6 +493,11 @@ fn a_reload_that_first_edits_the_firewall_takes_the_namespace_lock_or_is_refused
     // the lock: this daemon now bans in the firewall, and a third one with
     // a firewall action is refused, naming it.
     assert!(d.stop());
+    assert!(
+        net.attacker_connects(VICTIM4, COVERED, Duration::from_secs(2)),
+        "the stopped service's ban stayed\n{}",
+        dump(&net)
+    );
     let out = l.cli(&["reload"]);
     assert!(
         out.status.success(),

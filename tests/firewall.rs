@@ -311,6 +311,19 @@ fn serving_with_a_ban(kind: &str) -> (NetPair, crate::netns::Listener, Daemon) {
     (net, covered, d)
 }
 
+/// Two failures of `attacker` on `d`'s log socket (the jail's maxretry)
+/// block it from `victim`'s covered port within 3 s.
+fn bans_from_its_log(net: &NetPair, d: &Daemon, (attacker, victim): (&str, &str), why: &str) {
+    fail(d, attacker);
+    fail(d, attacker);
+    assert!(
+        net.until_blocked(victim, COVERED, Duration::from_secs(3))
+            .is_some(),
+        "{why}\n{}",
+        d.log_text()
+    );
+}
+
 /// ATTACKER4 still cannot reach the covered port.
 fn still_banned(net: &NetPair, why: &str) {
     assert!(
@@ -338,13 +351,11 @@ fn a_second_daemon_on_the_same_config_is_refused_and_the_first_keeps_its_bans() 
     // and its log socket still feeds it.
     still_banned(&net, "the running daemon's ban was removed");
     cli_ok(&d, &["status"]);
-    fail(&d, ATTACKER6);
-    fail(&d, ATTACKER6);
-    assert!(
-        net.until_blocked(VICTIM6, COVERED, Duration::from_secs(3))
-            .is_some(),
-        "the running daemon's log socket no longer reaches it\n{}",
-        d.log_text()
+    bans_from_its_log(
+        &net,
+        &d,
+        (ATTACKER6, VICTIM6),
+        "the running daemon's log socket no longer reaches it",
     );
 }
 
@@ -438,14 +449,7 @@ fn a_daemon_of_another_configuration_in_the_namespace_is_refused_and_the_first_k
         dump(&net)
     );
     // The first daemon still bans from its log socket.
-    fail(&d, ATTACKER6);
-    fail(&d, ATTACKER6);
-    assert!(
-        net.until_blocked(VICTIM6, COVERED, Duration::from_secs(3))
-            .is_some(),
-        "{}",
-        d.log_text()
-    );
+    bans_from_its_log(&net, &d, (ATTACKER6, VICTIM6), "");
 }
 
 #[test]
@@ -504,14 +508,7 @@ fn a_reload_that_first_edits_the_firewall_takes_the_namespace_lock_or_is_refused
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    fail(&l, ATTACKER4);
-    fail(&l, ATTACKER4);
-    assert!(
-        net.until_blocked(VICTIM4, COVERED, Duration::from_secs(3))
-            .is_some(),
-        "{}",
-        l.log_text()
-    );
+    bans_from_its_log(&net, &l, (ATTACKER4, VICTIM4), "");
     let other = tempfile::tempdir().expect("tempdir");
     another_firewall_daemon_is_refused(&net, &l, other.path());
 }

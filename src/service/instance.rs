@@ -187,7 +187,8 @@ impl FirewallLock {
     }
 
     /// Whether this daemon holds the lock.
-    pub fn is_held(&self) -> bool {
+    #[cfg(test)]
+    fn is_held(&self) -> bool {
         matches!(self.file, Some(Held::Locked { .. }))
     }
 }

@@ -93,6 +93,8 @@ pub const NO_HOST: &str = "localhost";
 /// A compiled fail2ban filter.
 #[derive(Debug)]
 pub struct Matcher {
+    /// Process-unique: keys this matcher's entry in `LAST_HIT`.
+    id: u64,
     def: FilterDef,
     pref: Option<Pattern>,
     fail: Vec<Pattern>,
@@ -156,8 +158,8 @@ pub enum Correlated {
 
 thread_local! {
     /// The last hit `examine` found on this thread, so that `correlate` on
-    /// the same event does not match again: (matcher, message address and
-    /// length, hit).
+    /// the same event does not match again: (matcher id, message address,
+    /// hash of the event's fields, hit).
     static LAST_HIT: RefCell<Option<(usize, usize, usize, LineHit)>> = const { RefCell::new(None) };
     static LINE: RefCell<String> = const { RefCell::new(String::new()) };
     static SPANS: RefCell<(Spans, Spans)> = RefCell::new((Spans::default(), Spans::default()));
@@ -271,6 +273,7 @@ impl Matcher {
             })
             .collect();
         Ok(Matcher {
+            id: pattern::unique_id(),
             prefilter: Prefilter::from_patterns(&expanded),
             def,
             pref,
@@ -446,7 +449,7 @@ impl Matcher {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (ev.host, ev.program, ev.pid, ev.msg, ev.timestamp).hash(&mut h);
         (
-            self as *const Matcher as usize,
+            self.id as usize,
             ev.msg.as_ptr() as usize,
             h.finish() as usize,
         )

@@ -465,8 +465,19 @@ pub enum Compiled {
 #[derive(Clone, Debug, Default)]
 pub struct Spans(pub Vec<Option<(usize, usize)>>);
 
+/// A process-unique number for a compiled regex. Per-thread caches key on
+/// it: an address would be reused by the next regex allocated where a
+/// dropped one lived (a reload, the next filter), and that one would read
+/// the dropped one's entry.
+pub(crate) fn unique_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A compiled pattern with its group names.
 pub struct Pattern {
+    /// Key of this pattern's capture slots in the per-thread cache.
+    id: u64,
     /// The engine.
     pub compiled: Compiled,
     /// The pattern as written in the filter (after interpolation, before tag expansion).
@@ -484,7 +495,7 @@ impl fmt::Debug for Pattern {
 }
 
 thread_local! {
-    static LOCS: std::cell::RefCell<std::collections::HashMap<usize, regex::CaptureLocations>> =
+    static LOCS: std::cell::RefCell<std::collections::HashMap<u64, regex::CaptureLocations>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
@@ -510,6 +521,7 @@ impl Pattern {
             {
                 let names = re.capture_names().map(|n| n.map(str::to_string)).collect();
                 return Ok(Pattern {
+                    id: unique_id(),
                     compiled: Compiled::Regex(re),
                     source: source.to_string(),
                     expanded: rust,
@@ -524,6 +536,7 @@ impl Pattern {
             .map_err(|e| e.to_string())?;
         let names = re.capture_names().map(|n| n.map(str::to_string)).collect();
         Ok(Pattern {
+            id: unique_id(),
             compiled: Compiled::Fancy(re),
             source: source.to_string(),
             expanded: rust,
@@ -554,8 +567,9 @@ impl Pattern {
                 if cache.len() > 4096 {
                     cache.clear();
                 }
-                let key = re as *const regex::Regex as usize;
-                let locs = cache.entry(key).or_insert_with(|| re.capture_locations());
+                let locs = cache
+                    .entry(self.id)
+                    .or_insert_with(|| re.capture_locations());
                 if re.captures_read(locs, text).is_none() {
                     return false;
                 }
@@ -623,6 +637,27 @@ fn glob_flags_to_local(p: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pattern compiled where a dropped one lived gets its own capture
+    /// slots: the per-thread cache once keyed them by the regex's address,
+    /// so a reload (or the next filter) could read a stale, shorter slot
+    /// list and lose the `<HOST>` group.
+    #[test]
+    fn a_new_pattern_never_reuses_a_dropped_patterns_capture_slots() {
+        // The same binding in a loop: the same place in memory each turn.
+        for i in 0..64 {
+            let source = ["^a", "^(x)(y)? from <HOST>$"][i % 2];
+            let p = Pattern::compile(source, "no", false).unwrap();
+            if i % 2 == 0 {
+                assert!(p.search("a", &mut Spans::default()));
+            } else {
+                assert_eq!(
+                    host_of(&p, "xy from 192.0.2.7").as_deref(),
+                    Some("192.0.2.7")
+                );
+            }
+        }
+    }
 
     fn host_of(p: &Pattern, text: &str) -> Option<String> {
         let mut s = Spans::default();

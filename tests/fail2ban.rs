@@ -718,6 +718,21 @@ fn sample_blocks(name: &str) -> Vec<Block> {
     blocks
 }
 
+/// A sample's host and ours agree as text or as the same address
+/// (banstream prints IPv6 canonically, the samples keep the log's case).
+fn same_host(expected: &serde_json::Value, found: Option<&str>) -> bool {
+    let Some(e) = expected.as_str() else {
+        return false;
+    };
+    match (
+        e.parse::<std::net::IpAddr>(),
+        found.map(str::parse::<std::net::IpAddr>),
+    ) {
+        (Ok(a), Some(Ok(b))) => a == b,
+        _ => Some(e) == found,
+    }
+}
+
 /// (agreeing, annotated) for one stock filter.
 fn agreement(name: &str) -> (usize, usize) {
     let conf = Path::new(STOCK)
@@ -750,7 +765,7 @@ fn agreement(name: &str) -> (usize, usize) {
                 .map(|r| (r.1, r.2.clone()))
                 .unwrap_or((false, None));
             let em = exp.get("match").and_then(|v| v.as_bool()).unwrap_or(false);
-            let host_ok = !em || exp.get("host").is_none() || exp["host"].as_str() == h.as_deref();
+            let host_ok = !em || exp.get("host").is_none() || same_host(&exp["host"], h.as_deref());
             if m == em && host_ok {
                 ok += 1;
             }
@@ -758,6 +773,12 @@ fn agreement(name: &str) -> (usize, usize) {
     }
     (ok, n)
 }
+
+/// Sample lines banstream reads differently from fail2ban on purpose
+/// (filter, lines): dovecot's 2005 samples log `pop3-login` under its own
+/// program name, outside the filter's `_daemon`, and banstream routes a
+/// prefix-anchored filter by its `_daemon` (BENCHMARKS.md, filter table).
+const KNOWN_DISAGREEMENTS: &[(&str, usize)] = &[("dovecot", 3)];
 
 #[test]
 fn every_stock_filter_compiles_and_agrees_with_fail2ban_samples() {
@@ -773,6 +794,7 @@ fn every_stock_filter_compiles_and_agrees_with_fail2ban_samples() {
         .collect();
     names.sort();
     let (mut ok, mut n) = (0, 0);
+    let mut disagreeing: Vec<(String, usize)> = Vec::new();
     let mut report = String::new();
     for name in &names {
         let conf = Path::new(STOCK)
@@ -794,6 +816,9 @@ fn every_stock_filter_compiles_and_agrees_with_fail2ban_samples() {
         let (a, b) = agreement(name);
         ok += a;
         n += b;
+        if a < b {
+            disagreeing.push((name.clone(), b - a));
+        }
         report.push_str(&format!(
             "{name:28} {a:>4}/{b:<4} {:6.1}%\n",
             100.0 * a as f64 / b.max(1) as f64
@@ -801,7 +826,22 @@ fn every_stock_filter_compiles_and_agrees_with_fail2ban_samples() {
     }
     let pct = 100.0 * ok as f64 / n.max(1) as f64;
     eprintln!("{report}TOTAL {ok}/{n} = {pct:.2}%");
-    assert!(pct >= 95.0, "agreement {pct:.2}% below 95%:\n{report}");
+    // Exact, per filter: a whole filter failing (as when a stale per-thread
+    // cache handed one filter another's capture slots) hides easily in an
+    // overall percentage.
+    let wrong: Vec<String> = disagreeing
+        .iter()
+        .filter(|(name, misses)| {
+            KNOWN_DISAGREEMENTS
+                .iter()
+                .all(|k| k != &(name.as_str(), *misses))
+        })
+        .map(|(name, misses)| format!("{name}: {misses} lines disagree"))
+        .collect();
+    assert!(
+        wrong.is_empty() && disagreeing.len() == KNOWN_DISAGREEMENTS.len(),
+        "agreement changed ({pct:.2}%): {wrong:?}, expected only {KNOWN_DISAGREEMENTS:?}:\n{report}"
+    );
 }
 
 #[test]

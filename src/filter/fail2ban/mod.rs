@@ -378,8 +378,12 @@ impl Matcher {
             (None, Peer::File) => None,
             (None, _) => Some(NO_HOST),
         };
-        let host_at = ev.host.map(|h| (1, h.len()));
-        out.push(' ');
+        // The space the cut date leaves behind; a file line without a date
+        // (a journal-style `HOST prog[pid]: msg`) had none to cut.
+        if ev.timestamp.is_some() || ev.peer != Peer::File {
+            out.push(' ');
+        }
+        let host_at = ev.host.map(|h| (out.len(), h.len()));
         if let Some(host) = host {
             out.push_str(host);
             out.push(' ');

@@ -445,8 +445,8 @@ impl Matcher {
         }
     }
 
-    /// Identifies (matcher, event) for the hit cache: the matcher's
-    /// address, the message's, and a hash of the fields the line is built
+    /// Identifies (matcher, event) for the hit cache: the matcher's id,
+    /// the message's address, and a hash of the fields the line is built
     /// from (a reused buffer never passes for another line).
     fn event_key(&self, ev: &Event<'_>) -> (usize, usize, usize) {
         use std::hash::{Hash, Hasher};
@@ -880,5 +880,53 @@ mod tests {
             Verdict::Hit { host, .. } => assert_eq!(host, Some("198.51.100.7")),
             v => panic!("{v:?}"),
         }
+    }
+
+    /// A file line without a date, as journal output reads (`HOST
+    /// prog[pid]: msg`), is rebuilt without the space a cut date leaves,
+    /// so a prefix anchored on `^\S+` (znc-adminlog's journal mode) meets
+    /// the host; a dated line keeps it.
+    #[test]
+    fn a_dateless_file_line_has_no_leading_space() {
+        let m = Matcher::compile(FilterDef {
+            name: "z".into(),
+            origin: "z.conf".into(),
+            failregex: vec![src(
+                r"^\S+\s+znc\[\d+\]:\s+\[[^]]+\] failed to login from <ADDR>",
+            )],
+            maxlines: 1,
+            usedns: "no".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_528_800);
+        let ctx = ParseContext {
+            received: t,
+            peer: Peer::File,
+            reference: t,
+        };
+        // As `test-filter` reads a journal line: the tag parsed, the
+        // first word taken as the host.
+        let ev = Event {
+            host: Some("Test"),
+            ..syslog::parse(
+                "znc[37232]: [admin] failed to login from 192.0.2.2:65009",
+                &ctx,
+            )
+        };
+        assert_eq!((ev.program, ev.timestamp), ("znc", None));
+        match m.examine(&ev) {
+            Verdict::Hit { host, .. } => assert_eq!(host, Some("192.0.2.2")),
+            v => panic!("{v:?}"),
+        }
+        let mut line = String::new();
+        m.build_line(&ev, &mut line);
+        assert!(line.starts_with("Test znc[37232]: "), "{line:?}");
+        let dated = syslog::parse(
+            "Nov 24 14:00:01 Test znc[37232]: [admin] failed to login from 192.0.2.2:65009",
+            &ctx,
+        );
+        m.build_line(&dated, &mut line);
+        assert!(line.starts_with(" Test znc[37232]: "), "{line:?}");
     }
 }

@@ -98,10 +98,44 @@ async fn open_store(settings: &Settings, metrics: Metrics) -> anyhow::Result<(St
 
 /// Messages the engine task sends itself.
 enum Internal {
+    /// A reload's configuration, loaded off the engine task: its number
+    /// from [`ReloadOrder::issue`], the result, the caller.
     Reloaded(
+        u64,
         Box<Result<Settings, String>>,
         Option<oneshot::Sender<Response>>,
     ),
+}
+
+/// Keeps concurrent reloads in the order they were asked for. Each loads
+/// the files on its own thread, so two (`banstream reload` beside a
+/// SIGHUP, or two clients) can finish loading in either order; the one
+/// that read the files first must not be applied after the one that read
+/// them later, or an older configuration (without a new `ignoreip` entry
+/// or jail) would silently come back. A load that fails applies nothing
+/// and does not count.
+#[derive(Debug, Default)]
+struct ReloadOrder {
+    issued: u64,
+    applied: u64,
+}
+
+impl ReloadOrder {
+    /// The number of a reload asked for now.
+    fn issue(&mut self) -> u64 {
+        self.issued += 1;
+        self.issued
+    }
+
+    /// Whether reload `n`, loaded successfully, may be applied: no reload
+    /// asked for after it has been applied. Records it as applied if so.
+    fn apply(&mut self, n: u64) -> bool {
+        if n <= self.applied {
+            return false;
+        }
+        self.applied = n;
+        true
+    }
 }
 
 struct Daemon {
@@ -121,6 +155,7 @@ struct Daemon {
     /// run, or `/run` not writable), taken by a reload that first gives a
     /// jail a firewall action when the start did not.
     firewall_lock: Option<FirewallLock>,
+    reloads: ReloadOrder,
 }
 
 fn actions_of(settings: &Settings) -> HashMap<JailName, Vec<Arc<JailAction>>> {
@@ -177,6 +212,7 @@ pub async fn run(
         internal: internal_tx,
         own_log: metrics.dropped.with_label_values(&["own_log"]),
         firewall_lock,
+        reloads: ReloadOrder::default(),
     };
     d.restore(snapshot);
     d.flush(None);
@@ -547,6 +583,7 @@ impl Daemon {
                 Response::ok(serde_json::to_value(items).unwrap_or_default())
             }
             Request::Reload => {
+                let n = self.reloads.issue();
                 let opts = self.opts.clone();
                 let internal = self.internal.clone();
                 tokio::spawn(async move {
@@ -555,7 +592,9 @@ impl Daemon {
                     })
                     .await
                     .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
-                    let _ = internal.send(Internal::Reloaded(Box::new(r), reply)).await;
+                    let _ = internal
+                        .send(Internal::Reloaded(n, Box::new(r), reply))
+                        .await;
                 });
                 return None;
             }
@@ -575,13 +614,20 @@ impl Daemon {
 
     fn internal(&mut self, msg: Internal) {
         match msg {
-            Internal::Reloaded(result, reply) => {
+            Internal::Reloaded(n, result, reply) => {
                 let resp = match *result {
                     Err(e) => {
                         tracing::error!("reload refused, keeping the running configuration:\n{e}");
                         Response::err(format!(
                             "reload refused, the running configuration stays:\n{e}"
                         ))
+                    }
+                    Ok(_) if !self.reloads.apply(n) => {
+                        tracing::warn!(
+                            reload = n,
+                            "reload superseded: a reload asked for later, which read the configuration after this one, is in force"
+                        );
+                        Response::ok(self.superseded())
                     }
                     Ok(new) => match self.swap(new) {
                         Ok(v) => Response::ok(v),
@@ -600,6 +646,19 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// The answer to a reload a later one overtook: nothing changed by it.
+    fn superseded(&self) -> serde_json::Value {
+        json!({
+            "jails": self.engine.jails().len(),
+            "added": [],
+            "removed": [],
+            "actions_changed": [],
+            "restart_needed": [],
+            "warnings": self.settings.warnings,
+            "superseded": true,
+        })
     }
 
     /// Swaps in a fully built configuration. Everything that can fail
@@ -739,5 +798,26 @@ impl Daemon {
             "restart_needed": restart,
             "warnings": self.settings.warnings,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReloadOrder;
+
+    #[test]
+    fn a_reload_that_finishes_after_a_later_one_is_not_applied() {
+        let mut r = ReloadOrder::default();
+        let (first, second) = (r.issue(), r.issue());
+        // The later load finished first: applied; the earlier one then is not.
+        assert!(r.apply(second));
+        assert!(!r.apply(first));
+        // A failed load is never offered to `apply`: the one after it still goes.
+        let (_failed, next) = (r.issue(), r.issue());
+        assert!(r.apply(next));
+        // In order, each one applies.
+        let (a, b) = (r.issue(), r.issue());
+        assert!(r.apply(a));
+        assert!(r.apply(b));
     }
 }

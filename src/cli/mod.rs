@@ -297,6 +297,12 @@ pub fn print_banned(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
 /// Prints the answer to `reload`.
 pub fn print_reload(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
     writeln!(out, "reloaded: {} jail(s) running", s(&v["jails"]))?;
+    if v["superseded"].as_bool() == Some(true) {
+        writeln!(
+            out,
+            "  a reload asked for after this one, which read the configuration later, is in force"
+        )?;
+    }
     for (key, what) in [
         ("added", "added"),
         ("removed", "removed (their bans lifted)"),

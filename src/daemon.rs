@@ -699,6 +699,9 @@ impl Daemon {
         // Unbans of removed jails still go through their old actions.
         self.actions = old_actions.clone();
         self.flush(None);
+        // Files named by action options (a webhook's token_file) are read
+        // again from here on.
+        self.dispatcher.reloaded();
         // Actions new to a jail are announced before any ban reaches them.
         for (jail, acts) in &new_actions {
             for a in acts {

@@ -569,6 +569,20 @@ action = ["log", 'webhook[url="{}", token_file="{}", retries=3, lines=3]']
         "{m}"
     );
     bans_applied_promptly(&d, 1.0);
+
+    // A rotated token is read again at reload (the options did not change).
+    std::fs::write(&token, "rotated-token\n").unwrap();
+    let out = d.cli(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.send_udp(&fail_line("root", "203.0.113.21"));
+    let got = r.wait(4, 30);
+    assert_eq!(got.len(), 4, "one more notice:\n{}", d.log_text());
+    assert_eq!(got[3].body["ip"], "203.0.113.21");
+    assert_eq!(got[3].headers["authorization"], "Bearer rotated-token");
 }
 
 #[test]

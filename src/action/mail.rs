@@ -653,6 +653,10 @@ impl<C: Channel> Backend for Notifier<C> {
             Lifecycle::Stopped => self.jail_stopped(&action.jail, &action.options),
         }
     }
+
+    fn reloaded(&mut self) {
+        self.forget_configs();
+    }
 }
 
 #[cfg(test)]

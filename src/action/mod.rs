@@ -346,6 +346,10 @@ pub trait Backend: Send {
     fn attach(&mut self, _services: &Services) {}
     /// A jail using this backend started or stopped.
     fn lifecycle(&mut self, _action: &JailAction, _event: Lifecycle) {}
+    /// The daemon reloaded its configuration: forget what was read from
+    /// files the options name (a rotated `token_file`), so the next use
+    /// reads them again.
+    fn reloaded(&mut self) {}
     /// Called once before anything else; adopt leftovers of a crashed run.
     fn init(&mut self) -> Result<(), ActionError> {
         Ok(())
@@ -393,6 +397,8 @@ enum Msg {
     StopJail(Arc<JailAction>),
     /// A jail using the backend started.
     Started(Arc<JailAction>),
+    /// The configuration was reloaded (see [`Backend::reloaded`]).
+    Reloaded,
 }
 
 /// Largest batch handed to a backend at once.
@@ -479,6 +485,13 @@ impl Dispatcher {
         }
     }
 
+    /// Tells every running backend that the configuration was reloaded.
+    pub fn reloaded(&mut self) {
+        for (tx, _) in self.workers.values() {
+            let _ = tx.send(Msg::Reloaded);
+        }
+    }
+
     /// Asks the backend to remove a jail's objects (after its bans were lifted).
     pub fn stop_jail(&mut self, action: Arc<JailAction>) {
         if let Some((tx, _)) = self.workers.get(&action.kind) {
@@ -561,6 +574,10 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
                     announced.push(a.clone());
                 }
                 backend.lifecycle(&a, Lifecycle::Started);
+                false
+            }
+            Msg::Reloaded => {
+                backend.reloaded();
                 false
             }
         };

@@ -405,6 +405,13 @@ impl<C: Channel> Notifier<C> {
         Ok(())
     }
 
+    /// Forgets the parsed options, so the next notice reads the files they
+    /// name (`token_file`, `ca_file`) again: the daemon calls this on
+    /// reload, which is how a rotated token is picked up.
+    pub fn forget_configs(&mut self) {
+        self.configs.clear();
+    }
+
     fn config(
         &mut self,
         jail: &JailName,

@@ -20,7 +20,7 @@
 //! once more, like fail2ban does. Requests done before a failure are
 //! remembered, so the dispatcher's retry does not run them twice.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -269,12 +269,17 @@ fn templates(a: &JailAction) -> Result<&Arc<CommandTemplates>, ActionError> {
     })
 }
 
+/// (ban, action, is-ban) by address: what one request of a batch is.
+type RequestKey = (usize, usize, bool);
+
 /// `command`.
 #[derive(Default)]
 pub struct CommandBackend {
-    /// Requests of a failed batch that already ran (ban, action, op), so a
-    /// retry skips them.
-    done: HashSet<(usize, usize, bool)>,
+    /// Requests of a failed batch that already ran, keyed by (ban, action,
+    /// op) identity, so a retry skips them. The entry holds both `Arc`s: an
+    /// address is only an identity while its allocation lives, and a freed
+    /// one could come back as another request's.
+    done: HashMap<RequestKey, (Arc<Ban>, Arc<JailAction>)>,
 }
 
 impl CommandBackend {
@@ -301,7 +306,7 @@ impl Backend for CommandBackend {
                 Arc::as_ptr(&r.action) as usize,
                 r.op == Op::Ban,
             );
-            if self.done.contains(&key) {
+            if self.done.contains_key(&key) {
                 continue;
             }
             let t = templates(&r.action)?;
@@ -319,7 +324,7 @@ impl Backend for CommandBackend {
                 run_list(t, &t.start, &r.action, family, None)?;
                 run_list(t, list, &r.action, family, Some(&r.ban))?;
             }
-            self.done.insert(key);
+            self.done.insert(key, (r.ban.clone(), r.action.clone()));
         }
         self.done.clear();
         Ok(())

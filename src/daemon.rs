@@ -179,6 +179,7 @@ pub async fn run(
     }
     let metrics = Metrics::new();
     let mut engine = Engine::new(&settings, metrics.clone());
+    engine.randomize();
     engine.keep_lines(true);
     engine.watch_own_addresses(true);
     let mut dispatcher = Dispatcher::new(action::default_factory(), metrics.clone())

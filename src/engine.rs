@@ -63,6 +63,22 @@ impl JailMetrics {
 struct Rng(u64);
 
 impl Rng {
+    /// A seed that differs from run to run (the process's randomly keyed
+    /// SipHash over the clock): `rndtime` exists so that attackers cannot
+    /// time their return, which a sequence repeated at every start would
+    /// let them learn. Not for secrets.
+    fn unpredictable() -> Rng {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        h.write_u128(t);
+        h.write_u32(std::process::id());
+        // xorshift never leaves zero.
+        Rng(h.finish() | 1)
+    }
+
     fn next_f64(&mut self) -> f64 {
         let mut x = self.0;
         x ^= x >> 12;
@@ -436,6 +452,12 @@ impl Engine {
             own.read = Some(std::time::Instant::now());
         }
         own.addrs.binary_search(&crate::addr::normalize(ip)).is_ok()
+    }
+
+    /// Seeds `bantime.rndtime`'s random part anew for this run. The daemon
+    /// does; `replay` keeps the fixed seed so its output is repeatable.
+    pub fn randomize(&mut self) {
+        self.rng = Rng::unpredictable();
     }
 
     /// Keeps the last matched lines of each failing address, for `status
@@ -870,6 +892,16 @@ fn same_matching(a: &JailSettings, b: &JailSettings) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_run_draws_another_rndtime_sequence() {
+        // Two seeds in one process differ too: RandomState keys each anew.
+        let (mut a, mut b) = (Rng::unpredictable(), Rng::unpredictable());
+        let xs: Vec<f64> = (0..4).map(|_| a.next_f64()).collect();
+        let ys: Vec<f64> = (0..4).map(|_| b.next_f64()).collect();
+        assert_ne!(xs, ys);
+        assert!(xs.iter().all(|x| (0.0..1.0).contains(x)));
+    }
 
     #[test]
     fn the_gate_keeps_the_shortest_literals_and_admits_the_same_lines() {

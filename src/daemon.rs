@@ -458,12 +458,52 @@ impl Daemon {
                 continue;
             };
             for (i, a) in actions.iter().enumerate() {
+                if op == Op::Unban && self.held_by_a_sharer(a, ban.ip) {
+                    tracing::debug!(jail = %ban.jail, ip = %ban.ip, action = %a.kind, name = %a.name, "unban kept out of objects another jail's ban still needs");
+                    continue;
+                }
                 self.dispatcher.submit(action::Request {
                     op,
                     action: a.clone(),
                     ban: ban.clone(),
                     // Latency is measured once per ban, on its first action.
                     received: if i == 0 { received } else { None },
+                });
+            }
+        }
+    }
+
+    /// Whether another jail whose action shares `a`'s firewall objects (the
+    /// same kind and `name=`) has `ip` banned: then an unban through `a`
+    /// would delete that jail's ban from the kernel too.
+    fn held_by_a_sharer(&self, a: &JailAction, ip: std::net::IpAddr) -> bool {
+        self.actions.iter().any(|(jail, acts)| {
+            acts.iter().any(|b| b.shares_objects_with(a))
+                && self.engine.bans().get(jail, ip).is_some()
+        })
+    }
+
+    /// After `stopped` removed their firewall objects, the bans of the other
+    /// jails whose actions share those objects go in again (their objects
+    /// are made anew at the first of them).
+    fn reban_sharers(&mut self, stopped: &[Arc<JailAction>]) {
+        let mut again = Vec::new();
+        for (jail, acts) in &self.actions {
+            for b in acts {
+                if stopped.iter().any(|a| a.shares_objects_with(b)) && !stopped.contains(b) {
+                    again.push((jail.clone(), b.clone()));
+                }
+            }
+        }
+        for (jail, b) in again {
+            let bans = self.engine.bans().active_in(&jail);
+            tracing::info!(jail = %jail, action = %b.kind, name = %b.name, bans = bans.len(), "objects shared with a stopped action: banning again");
+            for ban in bans {
+                self.dispatcher.submit(action::Request {
+                    op: Op::Ban,
+                    action: b.clone(),
+                    ban,
+                    received: None,
                 });
             }
         }
@@ -713,11 +753,13 @@ impl Daemon {
         }
         let mut removed = Vec::new();
         let mut moved = Vec::new();
+        let mut stopped: Vec<Arc<JailAction>> = Vec::new();
         for (jail, acts) in &old_actions {
             let Some(now_acts) = new_actions.get(jail) else {
                 removed.push(jail.to_string());
                 for a in acts {
                     self.dispatcher.stop_jail(a.clone());
+                    stopped.push(a.clone());
                 }
                 continue;
             };
@@ -745,6 +787,7 @@ impl Daemon {
                     });
                 }
                 self.dispatcher.stop_jail((*a).clone());
+                stopped.push((*a).clone());
             }
             for a in &added {
                 for b in &bans {
@@ -758,12 +801,17 @@ impl Daemon {
             }
         }
         self.actions = new_actions;
-        let added: Vec<String> = self
+        self.reban_sharers(&stopped);
+        let mut added: Vec<String> = self
             .actions
             .keys()
             .map(|j| j.to_string())
             .filter(|j| !old_names.contains(j))
             .collect();
+        // The maps iterate in random order; the answer lists in name order.
+        for list in [&mut added, &mut removed, &mut moved] {
+            list.sort();
+        }
         let mut restart = Vec::new();
         if new.listen != self.settings.listen {
             restart.push("listen");

@@ -1112,6 +1112,56 @@ banaction = "record"
     );
 }
 
+/// Two jails on the same objects, as the seed guide's named-refused-udp
+/// and -tcp (`iptables-multiport[name=Named]`): an unban in one, or a
+/// reload removing one, must not take the other's ban out of the kernel.
+#[test]
+fn jails_sharing_a_chain_keep_each_others_bans() {
+    let kind = "iptables-multiport";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+    let net = NetPair::new();
+    let _covered = net.listen(COVERED);
+    let shared = |j: &str| {
+        format!(
+            "[jail.{j}]\nenabled = true\nfilter = \"sshd\"\nmaxretry = 2\nbantime = \"1h\"\nport = \"{COVERED}\"\naction = [\"iptables-multiport[name=shared]\"]\n"
+        )
+    };
+    let d = start(&net, &(shared("sshd") + &shared("web")), None, Vec::new());
+    cli_ok(&d, &["ban", "sshd", ATTACKER4]);
+    cli_ok(&d, &["ban", "web", ATTACKER4]);
+    assert!(net
+        .until_blocked(VICTIM4, COVERED, Duration::from_secs(3))
+        .is_some());
+    // web still holds the ban: the shared chain keeps the address.
+    cli_ok(&d, &["unban", "sshd", ATTACKER4]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !net.attacker_connects(VICTIM4, COVERED, Duration::from_secs(1)),
+        "sshd's unban lifted web's ban:\n{}",
+        dump(&net)
+    );
+    // A reload removing sshd stops its action, which removes the chain:
+    // web's ban goes in again.
+    cli_ok(&d, &["ban", "sshd", ATTACKER4]);
+    std::fs::write(d.path().join("conf.d/50-test.toml"), shared("web")).expect("config");
+    cli_ok(&d, &["reload"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        net.until_blocked(VICTIM4, COVERED, Duration::from_secs(3))
+            .is_some(),
+        "the reload removing sshd took web's ban out of the kernel:\n{}",
+        dump(&net)
+    );
+    assert!(d.is_banned("web", ATTACKER4));
+    // And web's own unban lifts it.
+    cli_ok(&d, &["unban", "web", ATTACKER4]);
+    assert!(
+        net.until_open(VICTIM4, COVERED, Duration::from_secs(3)),
+        "{}",
+        dump(&net)
+    );
+}
+
 #[test]
 fn reload_removing_a_jail_removes_its_firewall_objects() {
     require!(

@@ -130,6 +130,18 @@ pub struct JailAction {
     pub command: Option<Arc<CommandTemplates>>,
 }
 
+impl JailAction {
+    /// Whether this action and `other`, of another jail, use the same
+    /// firewall objects: the same built-in kind and `name=`. (Command
+    /// actions name their objects in their own templates.)
+    pub fn shares_objects_with(&self, other: &JailAction) -> bool {
+        self.jail != other.jail
+            && self.kind == other.kind
+            && self.name == other.name
+            && self.command.is_none()
+    }
+}
+
 /// A command action: fail2ban's actionstart / actionstop / actioncheck /
 /// actionban / actionunban, each a list of commands run in order. Every
 /// command is an argv vector; tags like `<ip>`, `<name>`, `<port>`,
@@ -648,9 +660,16 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
                 announced.remove(i);
                 backend.lifecycle(&a, Lifecycle::Stopped);
             }
+            // Another jail's action of this kind with the same `name=` uses
+            // the same objects (the seed guide's named-refused-udp and -tcp
+            // share `f2b-Named`): the stop removes them too, so it is
+            // started again at its next ban, and the daemon bans its
+            // addresses again after the stop (`Daemon::swap`).
             let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut started)
                 .into_iter()
-                .partition(|(s, _)| s.jail == a.jail && s.kind == a.kind);
+                .partition(|(s, _)| {
+                    s.kind == a.kind && (s.jail == a.jail || s.shares_objects_with(&a))
+                });
             started = kept;
             for (s, fam) in gone {
                 if let Err(e) = backend.stop(&s, fam) {
@@ -797,6 +816,48 @@ mod tests {
                 >= 1
         );
         assert_eq!(metrics.ban_latency.get_sample_count(), 2);
+    }
+
+    /// The seed guide's named-refused-udp and -tcp both use
+    /// `iptables-multiport[name=Named]`: stopping one removes the shared
+    /// objects, so the other is started again at its next ban.
+    #[test]
+    fn a_stop_takes_another_jails_action_on_the_same_objects_with_it() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l2 = log.clone();
+        let factory: Factory = Arc::new(move |_k: &str| -> Result<Box<dyn Backend>, ActionError> {
+            Ok(Box::new(Recorder {
+                log: l2.clone(),
+                ..Default::default()
+            }))
+        });
+        let on = |jail: &str, ip: &str| {
+            let mut r = request(Op::Ban, ip);
+            let mut a = (*r.action).clone();
+            a.jail = JailName::new(jail).unwrap();
+            a.name = "Named".into();
+            r.action = Arc::new(a);
+            r
+        };
+        let (udp, tcp) = (on("named-udp", "192.0.2.1"), on("named-tcp", "192.0.2.2"));
+        assert!(udp.action.shares_objects_with(&tcp.action));
+        let udp_action = udp.action.clone();
+        let mut d = Dispatcher::new(factory, Metrics::new());
+        d.submit(udp);
+        d.submit(tcp);
+        d.stop_jail(udp_action);
+        d.submit(on("named-tcp", "192.0.2.2"));
+        d.shutdown();
+        let log = log.lock().unwrap().clone();
+        let at = |what: &str| log.iter().position(|l| l == what);
+        let stop_udp = at("stop named-udp V4").expect("udp stopped");
+        let stop_tcp = at("stop named-tcp V4").expect("tcp's objects went with it");
+        assert!(stop_udp < stop_tcp, "{log:?}");
+        let starts: Vec<usize> = (0..log.len())
+            .filter(|&i| log[i] == "start named-tcp V4")
+            .collect();
+        assert_eq!(starts.len(), 2, "started again after the stop: {log:?}");
+        assert!(starts[1] > stop_tcp, "{log:?}");
     }
 
     #[test]

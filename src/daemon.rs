@@ -112,8 +112,8 @@ enum Internal {
 /// SIGHUP, or two clients) can finish loading in either order; the one
 /// that read the files first must not be applied after the one that read
 /// them later, or an older configuration (without a new `ignoreip` entry
-/// or jail) would silently come back. A load that fails applies nothing
-/// and does not count.
+/// or jail) would silently come back. A reload that fails (to load or to
+/// swap in) applies nothing and does not count.
 #[derive(Debug, Default)]
 struct ReloadOrder {
     issued: u64,
@@ -127,14 +127,15 @@ impl ReloadOrder {
         self.issued
     }
 
-    /// Whether reload `n`, loaded successfully, may be applied: no reload
-    /// asked for after it has been applied. Records it as applied if so.
-    fn apply(&mut self, n: u64) -> bool {
-        if n <= self.applied {
-            return false;
-        }
-        self.applied = n;
-        true
+    /// Whether reload `n` may still be applied: no reload asked for after
+    /// it has been applied.
+    fn is_current(&self, n: u64) -> bool {
+        n > self.applied
+    }
+
+    /// Reload `n` is in force.
+    fn applied(&mut self, n: u64) {
+        self.applied = self.applied.max(n);
     }
 }
 
@@ -663,7 +664,7 @@ impl Daemon {
                             "reload refused, the running configuration stays:\n{e}"
                         ))
                     }
-                    Ok(_) if !self.reloads.apply(n) => {
+                    Ok(_) if !self.reloads.is_current(n) => {
                         tracing::warn!(
                             reload = n,
                             "reload superseded: a reload asked for later, which read the configuration after this one, is in force"
@@ -671,7 +672,10 @@ impl Daemon {
                         Response::ok(self.superseded())
                     }
                     Ok(new) => match self.swap(new) {
-                        Ok(v) => Response::ok(v),
+                        Ok(v) => {
+                            self.reloads.applied(n);
+                            Response::ok(v)
+                        }
                         Err(e) => {
                             tracing::error!(
                                 "reload refused, keeping the running configuration: {e}"
@@ -861,15 +865,19 @@ mod tests {
     fn a_reload_that_finishes_after_a_later_one_is_not_applied() {
         let mut r = ReloadOrder::default();
         let (first, second) = (r.issue(), r.issue());
-        // The later load finished first: applied; the earlier one then is not.
-        assert!(r.apply(second));
-        assert!(!r.apply(first));
-        // A failed load is never offered to `apply`: the one after it still goes.
-        let (_failed, next) = (r.issue(), r.issue());
-        assert!(r.apply(next));
+        // The later one finished first and went in; the earlier one then may not.
+        assert!(r.is_current(second));
+        r.applied(second);
+        assert!(!r.is_current(first));
+        // One that failed (to load or to swap in) is never recorded: an
+        // earlier one finishing after it still goes in.
+        let (earlier, _failed) = (r.issue(), r.issue());
+        assert!(r.is_current(earlier));
+        r.applied(earlier);
         // In order, each one applies.
         let (a, b) = (r.issue(), r.issue());
-        assert!(r.apply(a));
-        assert!(r.apply(b));
+        assert!(r.is_current(a));
+        r.applied(a);
+        assert!(r.is_current(b));
     }
 }

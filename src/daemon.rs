@@ -37,7 +37,7 @@ use crate::control::{BannedItem, Request, Response};
 use crate::engine::{unix, Engine};
 use crate::ingest::{self, Frame, Transport};
 use crate::jail::JailName;
-use crate::service::instance::{FirewallLock, LockError};
+use crate::service::instance::FirewallLock;
 use crate::store::{Snapshot, Store};
 use crate::syslog::{self, ParseContext};
 use crate::telemetry::Metrics;
@@ -695,14 +695,26 @@ impl Daemon {
 
     /// The answer to a reload a later one overtook: nothing changed by it.
     fn superseded(&self) -> serde_json::Value {
+        let mut v = self.reload_answer(&[], &[], &[], &[]);
+        v["superseded"] = json!(true);
+        v
+    }
+
+    /// The answer to `reload`, for the running configuration.
+    fn reload_answer(
+        &self,
+        added: &[String],
+        removed: &[String],
+        moved: &[String],
+        restart: &[&str],
+    ) -> serde_json::Value {
         json!({
             "jails": self.engine.jails().len(),
-            "added": [],
-            "removed": [],
-            "actions_changed": [],
-            "restart_needed": [],
+            "added": added,
+            "removed": removed,
+            "actions_changed": moved,
+            "restart_needed": restart,
             "warnings": self.settings.warnings,
-            "superseded": true,
         })
     }
 
@@ -719,15 +731,7 @@ impl Daemon {
         // start did.
         if new.edits_firewall() {
             if let Some(lock) = &mut self.firewall_lock {
-                match lock.hold() {
-                    Ok(()) => {}
-                    Err(e @ LockError::FirewallHeld { .. }) => return Err(e.to_string()),
-                    // Held but its pid not written, or not lockable at
-                    // all: as at start, the guard is lost, not the reload.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "running without the firewall lock of this network namespace");
-                    }
-                }
+                lock.hold_unless_taken().map_err(|e| e.to_string())?;
             }
         }
         for j in new.enabled_jails() {
@@ -846,14 +850,7 @@ impl Daemon {
             "configuration reloaded"
         );
         self.settings = new;
-        Ok(json!({
-            "jails": self.engine.jails().len(),
-            "added": added,
-            "removed": removed,
-            "actions_changed": moved,
-            "restart_needed": restart,
-            "warnings": self.settings.warnings,
-        }))
+        Ok(self.reload_answer(&added, &removed, &moved, &restart))
     }
 }
 

@@ -145,23 +145,14 @@ fn main() -> ExitCode {
                 true => instance::firewall(std::path::Path::new("/run")),
                 false => Ok(None),
             };
-            // A read-only /run (some containers) costs the guard, not the
-            // service.
-            let warn = |e: &instance::LockError| {
-                tracing::warn!(error = %e, "running without the firewall lock of this network namespace");
-            };
             let mut firewall = opened.unwrap_or_else(|e| {
-                warn(&e);
+                instance::warn_unguarded(&e);
                 None
             });
             if let Some(lock) = firewall.as_mut().filter(|_| settings.edits_firewall()) {
-                match lock.hold() {
-                    Ok(()) => {}
-                    Err(e @ instance::LockError::FirewallHeld { .. }) => {
-                        eprintln!("banstream: {e}");
-                        return code(1);
-                    }
-                    Err(e) => warn(&e),
+                if let Err(e) = lock.hold_unless_taken() {
+                    eprintln!("banstream: {e}");
+                    return code(1);
                 }
             }
             // Before the runtime starts: capabilities are per thread.

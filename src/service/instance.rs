@@ -186,11 +186,31 @@ impl FirewallLock {
         }
     }
 
+    /// [`FirewallLock::hold`] where only another daemon holding the lock is
+    /// an error: any other failure (its pid not written, a file that cannot
+    /// be locked) is logged and costs the guard, not the start or reload.
+    pub fn hold_unless_taken(&mut self) -> Result<(), LockError> {
+        match self.hold() {
+            Err(e @ LockError::FirewallHeld { .. }) => Err(e),
+            Err(e) => {
+                warn_unguarded(&e);
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
     /// Whether this daemon holds the lock.
     #[cfg(test)]
     fn is_held(&self) -> bool {
         matches!(self.file, Some(Held::Locked { .. }))
     }
+}
+
+/// Logs that the daemon runs without the firewall lock, and why (a
+/// read-only `/run` in some containers costs the guard, not the service).
+pub fn warn_unguarded(e: &LockError) {
+    tracing::warn!(error = %e, "running without the firewall lock of this network namespace");
 }
 
 /// Opens (creating) the firewall lock file of this network namespace in

@@ -140,6 +140,19 @@ impl JailAction {
             && self.name == other.name
             && self.command.is_none()
     }
+
+    /// Whether this action and `other` would fight over one firewall
+    /// object: iptables-multiport and iptables-allports with the same
+    /// `name=` both use the chain `f2b-<name>`, but run in different
+    /// workers, so one's stop would flush the other's bans. The
+    /// configuration refuses such a pair (see `config::resolve`).
+    pub fn clashes_with(&self, other: &JailAction) -> bool {
+        const CHAINS: [&str; 2] = ["iptables-multiport", "iptables-allports"];
+        self.kind != other.kind
+            && CHAINS.contains(&self.kind.as_str())
+            && CHAINS.contains(&other.kind.as_str())
+            && self.name == other.name
+    }
 }
 
 /// A command action: fail2ban's actionstart / actionstop / actioncheck /

@@ -779,6 +779,28 @@ pub fn filter_dirs(loaded: &Loaded) -> Vec<PathBuf> {
 }
 
 /// Resolves the merged configuration.
+/// Refuses enabled actions of different kinds that would use one iptables
+/// chain (`JailAction::clashes_with`): silently sharing it would let one
+/// jail's stop or reload lift the other's bans.
+fn chain_clashes(ctx: &mut Ctx, jails: &[JailSettings]) {
+    let actions: Vec<&JailAction> = jails
+        .iter()
+        .filter(|j| j.enabled)
+        .flat_map(|j| j.actions.iter().map(|a| a.as_ref()))
+        .collect();
+    for (i, a) in actions.iter().enumerate() {
+        if let Some(b) = actions[..i].iter().find(|b| a.clashes_with(b)) {
+            ctx.err(
+                format!("jail.{}.action", a.jail),
+                format!(
+                    "{}[name={}] would share the iptables chain f2b-{} with jail {}'s {}[name={}]; one jail's stop would flush the other's bans: give one of them another name=",
+                    a.kind, a.name, a.name, b.jail, b.kind, b.name
+                ),
+            );
+        }
+    }
+}
+
 pub fn resolve(loaded: &Loaded) -> Result<Settings, ConfigError> {
     let raw = &loaded.raw;
     let mut ctx = Ctx {
@@ -902,6 +924,7 @@ pub fn resolve(loaded: &Loaded) -> Result<Settings, ConfigError> {
         }
         sources.push(format!("{origin} ({} files)", tree.files.len()));
     }
+    chain_clashes(&mut ctx, &jails);
     if let Some(r) = &run {
         for j in jails.iter().filter(|j| j.enabled) {
             if j.actions.iter().any(|a| a.kind == "ufw") {
@@ -1004,6 +1027,33 @@ mod tests {
         assert!(err.contains("jail.a.filter"), "{err}");
         assert!(err.contains("jail.b.port"), "{err}");
         assert!(err.contains("jail.c.action"), "{err}");
+    }
+
+    #[test]
+    fn actions_of_two_kinds_on_one_chain_are_refused() {
+        let jail = |j: &str, kind: &str| {
+            format!("[jail.{j}]\nenabled = true\nfilter = \"sshd\"\naction = [\"{kind}[name=shared]\"]\n")
+        };
+        let err = resolve(&loaded(
+            &(jail("a", "iptables-multiport") + &jail("b", "iptables-allports")),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("jail.b.action"), "{err}");
+        assert!(
+            err.contains("chain f2b-shared with jail a's iptables-multiport"),
+            "{err}"
+        );
+        // The same kind shares the chain on purpose (one worker keeps both
+        // jails' bans), and a set of the same name is another object.
+        for other in ["iptables-multiport", "iptables-ipset", "nftables"] {
+            let text = jail("a", "iptables-multiport") + &jail("b", other);
+            assert!(resolve(&loaded(&text)).is_ok(), "{other}");
+        }
+        // A disabled jail's actions never start.
+        let text = jail("a", "iptables-multiport")
+            + &jail("b", "iptables-allports").replace("enabled = true", "enabled = false");
+        assert!(resolve(&loaded(&text)).is_ok());
     }
 
     #[test]

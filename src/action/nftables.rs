@@ -109,6 +109,12 @@ fn hook(a: &JailAction) -> &'static str {
     }
 }
 
+/// The largest element timeout nft accepts written in seconds (one more
+/// is "value too large", which would fail the whole batch and every batch
+/// after it). Longer bans (over three years) get no kernel timeout; banstream
+/// lifts them itself, as with ipset.
+const MAX_TIMEOUT: u64 = 99_999_999;
+
 /// `nftables`.
 #[derive(Default)]
 pub struct NftBackend {
@@ -233,7 +239,8 @@ impl NftBackend {
                         // Re-adding keeps the old timeout: replace it.
                         dels.entry(set).or_default().push(ip.to_string());
                     }
-                    let elem = match kernel_timeout(&r.ban, now) {
+                    let timeout = kernel_timeout(&r.ban, now).filter(|t| *t <= MAX_TIMEOUT);
+                    let elem = match timeout {
                         Some(t) => format!("{ip} timeout {t}s"),
                         None => ip.to_string(),
                     };
@@ -378,6 +385,7 @@ impl Backend for NftBackend {
 mod tests {
     use super::*;
     use crate::jail::JailName;
+    use std::sync::Arc;
 
     fn action(ports: &str, proto: Protocol, bt: &str) -> JailAction {
         let mut a = JailAction::log(&JailName::new("sshd").unwrap());
@@ -386,6 +394,45 @@ mod tests {
         a.protocol = proto;
         a.blocktype = bt.into();
         a
+    }
+
+    fn ban(ip: &str, days: Option<u64>) -> Request {
+        let now = SystemTime::now();
+        let jail = JailName::new("sshd").unwrap();
+        Request {
+            op: Op::Ban,
+            action: Arc::new(action("ssh", Protocol::Tcp, "REJECT")),
+            ban: Arc::new(crate::ban::Ban {
+                jail,
+                ip: ip.parse().unwrap(),
+                start: now,
+                bantime: crate::config::timespec::TimeSpec::Forever,
+                expires: days.map(|d| now + std::time::Duration::from_secs(d * 86400)),
+                failures: 1,
+                ban_count: 1,
+                origin: crate::ban::BanOrigin::Manual,
+            }),
+            received: None,
+        }
+    }
+
+    #[test]
+    fn bans_longer_than_nft_takes_in_seconds_get_no_kernel_timeout() {
+        let b = NftBackend::new();
+        let (script, _) = b.script(
+            &[
+                ban("192.0.2.1", Some(1)),
+                ban("192.0.2.2", Some(1157)),
+                ban("192.0.2.3", Some(1200)),
+                ban("192.0.2.4", None),
+            ],
+            SystemTime::now(),
+        );
+        assert!(script.contains("192.0.2.1 timeout 86401s"), "{script}");
+        assert!(script.contains("192.0.2.2 timeout 99964801s"), "{script}");
+        // 1200 days is 103,680,000 s: nft refuses it as "value too large".
+        assert!(script.contains("192.0.2.3, 192.0.2.4 }"), "{script}");
+        assert!(!script.contains("1036800"), "{script}");
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub mod run;
 pub mod ufw;
 pub mod webhook;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -621,28 +621,29 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
             }
         }
         if !pending.is_empty() {
-            match run_batch(&mut *backend, &pending, &mut started) {
-                Ok(()) => {
+            let (applied, error) = apply_isolating(&mut *backend, &mut pending, &mut started);
+            let now = Instant::now();
+            for r in &applied {
+                if let (Op::Ban, Some(t)) = (r.op, r.received) {
+                    metrics
+                        .ban_latency
+                        .observe(now.duration_since(t).as_secs_f64());
+                }
+            }
+            match error {
+                None => {
                     if failures > 0 {
                         tracing::info!(
                             action = kind,
                             failures,
-                            applied = pending.len(),
+                            applied = applied.len(),
                             "action recovered"
                         );
                         failures = 0;
                     }
-                    let now = Instant::now();
-                    for r in pending.drain(..) {
-                        if let (Op::Ban, Some(t)) = (r.op, r.received) {
-                            metrics
-                                .ban_latency
-                                .observe(now.duration_since(t).as_secs_f64());
-                        }
-                    }
                     backoff = FIRST_BACKOFF;
                 }
-                Err(e) => {
+                Some(e) => {
                     failures += 1;
                     let mut jails: Vec<&str> =
                         pending.iter().map(|r| r.action.jail.as_str()).collect();
@@ -655,6 +656,7 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
                         tracing::error!(
                             action = kind,
                             pending = pending.len(),
+                            applied = applied.len(),
                             retry_in_ms = backoff.as_millis() as u64,
                             suppressed,
                             "action failed, will retry: {e}"
@@ -709,6 +711,79 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
     }
 }
 
+/// Batches tried per round to single out the requests a backend refuses.
+const ISOLATION_ATTEMPTS: usize = 32;
+
+/// Applies `pending` as one batch; when that fails, splits it in halves
+/// (recursively, in order) so that one request the backend refuses (an IPv6
+/// ban without ip6tables, an element nft rejects, a command failing for one
+/// address) does not hold up every other ban and unban of the backend.
+/// Returns the requests applied and the last error; the ones not applied
+/// stay in `pending`, in order, for the retry. Once a request for an
+/// address fails or goes untried (at most [`ISOLATION_ATTEMPTS`] batches
+/// per round), later requests for that address wait behind it, so an unban
+/// is never applied before the ban it follows.
+fn apply_isolating(
+    backend: &mut dyn Backend,
+    pending: &mut Vec<Request>,
+    started: &mut Vec<(Arc<JailAction>, Family)>,
+) -> (Vec<Request>, Option<ActionError>) {
+    let mut last = match run_batch(backend, pending, started) {
+        Ok(()) => return (std::mem::take(pending), None),
+        Err(e) if pending.len() == 1 => return (Vec::new(), Some(e)),
+        Err(e) => e,
+    };
+    let all = std::mem::take(pending);
+    let mut applied = vec![false; all.len()];
+    let mut blocked: HashSet<IpAddr> = HashSet::new();
+    let mut budget = ISOLATION_ATTEMPTS;
+    let half = all.len() / 2;
+    // Depth first, first half first: the input order.
+    let mut todo: Vec<Vec<usize>> = vec![(half..all.len()).collect(), (0..half).collect()];
+    while let Some(part) = todo.pop() {
+        let part: Vec<usize> = part
+            .into_iter()
+            .filter(|i| !blocked.contains(&all[*i].ban.ip))
+            .collect();
+        if part.is_empty() {
+            continue;
+        }
+        if budget == 0 {
+            blocked.extend(part.iter().map(|i| all[*i].ban.ip));
+            continue;
+        }
+        budget -= 1;
+        let batch: Vec<Request> = part.iter().map(|i| all[*i].clone()).collect();
+        match run_batch(backend, &batch, started) {
+            Ok(()) => part.iter().for_each(|i| applied[*i] = true),
+            Err(e) => {
+                last = e;
+                if let [one] = part[..] {
+                    blocked.insert(all[one].ban.ip);
+                } else {
+                    let (a, b) = part.split_at(part.len() / 2);
+                    todo.push(b.to_vec());
+                    todo.push(a.to_vec());
+                }
+            }
+        }
+    }
+    let mut done = Vec::new();
+    for (r, ok) in all.into_iter().zip(applied) {
+        if ok {
+            done.push(r);
+        } else {
+            pending.push(r);
+        }
+    }
+    if pending.is_empty() {
+        // The parts went through: the first failure passed.
+        tracing::debug!("a batch failed, then went through in parts: {last}");
+        return (done, None);
+    }
+    (done, Some(last))
+}
+
 fn run_batch(
     backend: &mut dyn Backend,
     batch: &[Request],
@@ -740,6 +815,8 @@ mod tests {
     struct Recorder {
         log: Arc<Mutex<Vec<String>>>,
         fail_first: Arc<Mutex<u32>>,
+        /// Every batch holding this address fails.
+        refuse: Option<IpAddr>,
     }
 
     impl Backend for Recorder {
@@ -755,8 +832,8 @@ mod tests {
         }
         fn apply(&mut self, batch: &[Request]) -> Result<(), ActionError> {
             let mut left = self.fail_first.lock().unwrap();
-            if *left > 0 {
-                *left -= 1;
+            if *left > 0 || batch.iter().any(|r| Some(r.ban.ip) == self.refuse) {
+                *left = left.saturating_sub(1);
                 return Err(ActionError {
                     backend: "rec".into(),
                     message: "boom".into(),
@@ -809,6 +886,7 @@ mod tests {
             Ok(Box::new(Recorder {
                 log: l2.clone(),
                 fail_first: f2.clone(),
+                ..Default::default()
             }))
         });
         let metrics = Metrics::new();
@@ -829,6 +907,68 @@ mod tests {
                 >= 1
         );
         assert_eq!(metrics.ban_latency.get_sample_count(), 2);
+    }
+
+    #[test]
+    fn a_request_the_backend_refuses_holds_up_only_its_own_address() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l2 = log.clone();
+        let factory: Factory = Arc::new(move |_k: &str| -> Result<Box<dyn Backend>, ActionError> {
+            Ok(Box::new(Recorder {
+                log: l2.clone(),
+                refuse: Some("2001:db8::1".parse().unwrap()),
+                ..Default::default()
+            }))
+        });
+        let mut backend = factory("rec").unwrap();
+        let mut started = Vec::new();
+        let mut pending = vec![
+            request(Op::Ban, "192.0.2.1"),
+            request(Op::Ban, "2001:db8::1"),
+            request(Op::Ban, "192.0.2.2"),
+            request(Op::Unban, "2001:db8::1"),
+            request(Op::Unban, "192.0.2.1"),
+            request(Op::Ban, "192.0.2.3"),
+        ];
+        let (applied, err) = apply_isolating(&mut *backend, &mut pending, &mut started);
+        assert!(err.is_some());
+        let ips = |v: &[Request]| -> Vec<String> {
+            v.iter()
+                .map(|r| format!("{:?} {}", r.op, r.ban.ip))
+                .collect()
+        };
+        assert_eq!(
+            ips(&applied),
+            [
+                "Ban 192.0.2.1",
+                "Ban 192.0.2.2",
+                "Unban 192.0.2.1",
+                "Ban 192.0.2.3"
+            ]
+        );
+        // The refused ban and the unban behind it wait, in order.
+        assert_eq!(ips(&pending), ["Ban 2001:db8::1", "Unban 2001:db8::1"]);
+        let seen = log.lock().unwrap().clone();
+        assert!(!seen.iter().any(|l| l.contains("2001:db8::1")), "{seen:?}");
+        let at = |what: &str| seen.iter().position(|l| l == what).expect(what);
+        assert!(at("Ban 192.0.2.1") < at("Unban 192.0.2.1"), "{seen:?}");
+
+        // Through the worker: the other addresses are banned while the
+        // refused one is retried.
+        let metrics = Metrics::new();
+        let mut d = Dispatcher::new(factory, metrics.clone());
+        d.submit(request(Op::Ban, "2001:db8::1"));
+        d.submit(request(Op::Ban, "192.0.2.9"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metrics.ban_latency.get_sample_count() < 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            log.lock().unwrap().iter().any(|l| l == "Ban 192.0.2.9"),
+            "the ban behind a refused one waited for it"
+        );
+        d.shutdown();
+        assert_eq!(metrics.ban_latency.get_sample_count(), 1);
     }
 
     /// The seed guide's named-refused-udp and -tcp both use

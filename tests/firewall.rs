@@ -1162,6 +1162,62 @@ fn jails_sharing_a_chain_keep_each_others_bans() {
     );
 }
 
+/// Jails sharing `name=` with different ports (the seed guide's
+/// named-refused-udp and -tcp differ in protocol): each start keeps the
+/// other jails' rules on the shared objects instead of replacing them.
+#[test]
+fn jails_sharing_objects_with_different_ports_each_keep_their_rule() {
+    let net = NetPair::new();
+    let _covered = net.listen(COVERED);
+    let _other = net.listen(OTHER);
+    let mut tried = 0;
+    for kind in ["iptables-multiport", "iptables-ipset", "nftables"] {
+        if let Some(why) = missing(kind) {
+            eprintln!("{kind}: skipped, {why}");
+            continue;
+        }
+        tried += 1;
+        let shared = |j: &str, port: u16| {
+            format!(
+                "[jail.{j}]\nenabled = true\nfilter = \"sshd\"\nmaxretry = 2\nbantime = \"1h\"\nport = \"{port}\"\naction = [\"{kind}[name=shared]\"]\n"
+            )
+        };
+        let d = start(
+            &net,
+            &(shared("sshd", COVERED) + &shared("web", OTHER)),
+            None,
+            Vec::new(),
+        );
+        cli_ok(&d, &["ban", "sshd", ATTACKER4]);
+        assert!(
+            net.until_blocked(VICTIM4, COVERED, Duration::from_secs(3))
+                .is_some(),
+            "{kind}: sshd's ban does not drop:\n{}",
+            dump(&net)
+        );
+        // web's first IPv4 ban starts its rule on the shared objects.
+        cli_ok(&d, &["ban", "web", "192.0.2.77"]);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !net.attacker_connects(VICTIM4, COVERED, Duration::from_secs(1)),
+            "{kind}: web's start replaced sshd's rule:\n{}",
+            dump(&net)
+        );
+        // And web's rule covers its own port.
+        cli_ok(&d, &["ban", "web", ATTACKER4]);
+        assert!(
+            net.until_blocked(VICTIM4, OTHER, Duration::from_secs(3))
+                .is_some(),
+            "{kind}: web's ban does not drop on its port:\n{}",
+            dump(&net)
+        );
+        let mut d = d;
+        assert!(d.stop(), "{kind}: the daemon did not stop cleanly");
+        assert_clean(&net, kind);
+    }
+    require!(tried > 0, "none of the firewall tools is installed");
+}
+
 #[test]
 fn reload_removing_a_jail_removes_its_firewall_objects() {
     require!(

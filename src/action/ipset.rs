@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use super::ipset_nl::{IpsetNl, SetOp};
-use super::iptables::{blocktype, has_pair, match_specs, spec, Xt};
+use super::iptables::{blocktype, has_pair, match_specs, spec, SharedRefs, Xt};
 use super::run::{argv, run, run_for, COMMAND_TIMEOUT};
 use super::{kernel_timeout, ActionError, Backend, Family, JailAction, Op, Request};
 
@@ -57,6 +57,8 @@ pub struct IpsetBackend {
     nl: Option<IpsetNl>,
     /// Never open the netlink socket: `ipset restore` from the start.
     restore_only: bool,
+    /// The rules referring to each set, per jail sharing it.
+    refs: SharedRefs,
 }
 
 impl IpsetBackend {
@@ -225,10 +227,11 @@ impl Backend for IpsetBackend {
             "-m set --match-set {set} src -j {}",
             blocktype(&a.blocktype, family)
         );
-        let desired: Vec<String> = match_specs(&a.ports, a.protocol)
+        let own: Vec<String> = match_specs(&a.ports, a.protocol)
             .iter()
             .map(|m| spec(m, &target))
             .collect();
+        let desired = self.refs.want(&set, family, &a.jail, &a.chain, own);
         self.xt()?.reconcile_refs(family, &a.chain, &desired, |t| {
             has_pair(t, "--match-set", &set)
         })?;
@@ -252,6 +255,7 @@ impl Backend for IpsetBackend {
 
     fn stop(&mut self, a: &JailAction, family: Family) -> Result<(), ActionError> {
         let set = set_name(a, family);
+        self.refs.forget(&set, family);
         self.xt()?
             .remove_refs(family, &a.chain, |t| has_pair(t, "--match-set", &set))?;
         self.sets.remove(&set);

@@ -19,6 +19,7 @@ use ipnet::IpNet;
 use super::run::{argv, run_for};
 use super::{ActionError, Backend, Family, JailAction, Op, Request};
 use crate::config::services::{PortSpec, Protocol};
+use crate::jail::JailName;
 
 const TABLE: &str = "filter";
 
@@ -159,6 +160,53 @@ impl Xt {
     }
 }
 
+/// The rules that refer to a shared object (a chain `f2b-Named` or a set),
+/// per jail that started it: jails sharing `name=` may differ in ports or
+/// protocol (the seed guide's named-refused-udp and -tcp), and each start
+/// must keep the others' rules instead of replacing them with its own.
+#[derive(Default)]
+pub(super) struct SharedRefs {
+    /// (object, family) → (jail, parent chain, rule specs), in start order.
+    by_object: HashMap<(String, Family), Vec<(JailName, String, Vec<String>)>>,
+}
+
+impl SharedRefs {
+    /// Records what `jail` wants in `parent` for the object and returns
+    /// every started jail's rules in that parent, each once, in start order.
+    pub(super) fn want(
+        &mut self,
+        object: &str,
+        family: Family,
+        jail: &JailName,
+        parent: &str,
+        specs: Vec<String>,
+    ) -> Vec<String> {
+        let users = self
+            .by_object
+            .entry((object.to_string(), family))
+            .or_default();
+        match users.iter_mut().find(|(j, p, _)| j == jail && p == parent) {
+            Some(u) => u.2 = specs,
+            None => users.push((jail.clone(), parent.to_string(), specs)),
+        }
+        let mut all: Vec<String> = Vec::new();
+        for (_, p, specs) in users.iter() {
+            for spec in specs.iter().filter(|_| p == parent) {
+                if !all.contains(spec) {
+                    all.push(spec.clone());
+                }
+            }
+        }
+        all
+    }
+
+    /// The object is gone (its stop removes every rule referring to it,
+    /// whoever started them).
+    pub(super) fn forget(&mut self, object: &str, family: Family) {
+        self.by_object.remove(&(object.to_string(), family));
+    }
+}
+
 /// `-A chain SPEC` → `SPEC`.
 fn rule_spec<'a>(line: &'a str, chain: &str) -> Option<&'a str> {
     line.strip_prefix("-A ")?
@@ -266,6 +314,7 @@ pub struct IptablesBackend {
     kind: &'static str,
     xt: Option<Xt>,
     chains: HashMap<(String, Family), ChainState>,
+    refs: SharedRefs,
 }
 
 impl IptablesBackend {
@@ -275,6 +324,7 @@ impl IptablesBackend {
             kind,
             xt: None,
             chains: HashMap::new(),
+            refs: SharedRefs::default(),
         }
     }
 
@@ -352,6 +402,11 @@ impl Backend for IptablesBackend {
 
     fn start(&mut self, a: &JailAction, family: Family) -> Result<(), ActionError> {
         let chain = chain_name(a);
+        let own: Vec<String> = match_specs(&a.ports, a.protocol)
+            .iter()
+            .map(|m| spec(m, &format!("-j {chain}")))
+            .collect();
+        let desired = self.refs.want(&chain, family, &a.jail, &a.chain, own);
         let xt = self.xt()?;
         let ipt = xt.get(family)?;
         let exists = ipt
@@ -368,10 +423,6 @@ impl Backend for IptablesBackend {
             ipt.append(TABLE, &chain, "-j RETURN")
                 .map_err(|e| xt.err(family, &format!("-A {chain} -j RETURN"), e))?;
         }
-        let desired: Vec<String> = match_specs(&a.ports, a.protocol)
-            .iter()
-            .map(|m| spec(m, &format!("-j {chain}")))
-            .collect();
         xt.reconcile_refs(family, &a.chain, &desired, |t| has_pair(t, "-j", &chain))?;
         let st = self.read_chain(&chain, family)?;
         if !st.rules.is_empty() {
@@ -450,6 +501,7 @@ impl Backend for IptablesBackend {
 
     fn stop(&mut self, a: &JailAction, family: Family) -> Result<(), ActionError> {
         let chain = chain_name(a);
+        self.refs.forget(&chain, family);
         let xt = self.xt()?;
         xt.remove_refs(family, &a.chain, |t| has_pair(t, "-j", &chain))?;
         let ipt = xt.get(family)?;

@@ -39,6 +39,7 @@ use super::libnft::LibNft;
 use super::run::{argv, run, run_for, COMMAND_TIMEOUT};
 use super::{kernel_timeout, ActionError, Backend, Family, JailAction, Op, Request};
 use crate::config::services::{PortSpec, Protocol};
+use crate::jail::JailName;
 
 const KIND: &str = "nftables";
 /// The table banstream owns.
@@ -126,6 +127,9 @@ pub struct NftBackend {
     started: HashSet<String>,
     /// A batch failed: re-read the table before the next one.
     dirty: bool,
+    /// Chain → each started jail's rule in it: jails sharing `name=` may
+    /// differ in ports or protocol, and a start must keep the others' rules.
+    rules: HashMap<String, Vec<(JailName, String)>>,
 }
 
 impl NftBackend {
@@ -321,15 +325,26 @@ impl Backend for NftBackend {
             Family::V4 => "ipv4_addr",
             Family::V6 => "ipv6_addr",
         };
-        let script = format!(
+        let users = self.rules.entry(name.clone()).or_default();
+        let own = rule(a, family);
+        match users.iter_mut().find(|(j, _)| *j == a.jail) {
+            Some(u) => u.1 = own,
+            None => users.push((a.jail.clone(), own)),
+        }
+        let mut script = format!(
             "add table inet {TABLE}\n\
              add set inet {TABLE} {name} {{ type {ty}; flags timeout; }}\n\
              add chain inet {TABLE} {name} {{ type filter hook {hook} priority filter - 1; policy accept; }}\n\
-             flush chain inet {TABLE} {name}\n\
-             add rule inet {TABLE} {name} {rule}\n",
+             flush chain inet {TABLE} {name}\n",
             hook = hook(a),
-            rule = rule(a, family),
         );
+        let mut added: Vec<&str> = Vec::new();
+        for (_, r) in users.iter() {
+            if !added.contains(&r.as_str()) {
+                added.push(r);
+                let _ = writeln!(script, "add rule inet {TABLE} {name} {r}");
+            }
+        }
         self.nft(&script)?;
         self.sets.entry(name.clone()).or_default();
         self.started.insert(name);
@@ -355,6 +370,8 @@ impl Backend for NftBackend {
     fn stop(&mut self, a: &JailAction, family: Family) -> Result<(), ActionError> {
         let name = set_name(a, family);
         self.started.remove(&name);
+        // The chain goes, with every sharer's rule in it.
+        self.rules.remove(&name);
         let script = if self.started.is_empty() {
             // Nothing of ours is left running: drop the whole table, which
             // also takes any leftovers of jails a crashed run had.
@@ -384,7 +401,6 @@ impl Backend for NftBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jail::JailName;
     use std::sync::Arc;
 
     fn action(ports: &str, proto: Protocol, bt: &str) -> JailAction {

@@ -166,9 +166,12 @@ impl Xt {
 /// must keep the others' rules instead of replacing them with its own.
 #[derive(Default)]
 pub(super) struct SharedRefs {
-    /// (object, family) → (jail, parent chain, rule specs), in start order.
-    by_object: HashMap<(String, Family), Vec<(JailName, String, Vec<String>)>>,
+    /// (object, family) → its users, in start order.
+    by_object: HashMap<(String, Family), Vec<RefUser>>,
 }
+
+/// A jail using a shared object: the parent chain and its rule specs there.
+type RefUser = (JailName, String, Vec<String>);
 
 impl SharedRefs {
     /// Records what `jail` wants in `parent` for the object and returns

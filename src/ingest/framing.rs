@@ -178,6 +178,14 @@ impl SyslogFramer {
                 Some(Framed::Frame(trim_eol(data)))
             }
             None if buf.len() > self.max_frame => {
+                // The oversize line's own LF may already be here, and
+                // whole frames behind it: skip only the line.
+                let rest = &buf[self.max_frame + 1..];
+                if let Some(i) = memchr(b'\n', rest) {
+                    let n = self.max_frame + 1 + i + 1;
+                    buf.advance(n);
+                    return Some(Framed::Oversize(n));
+                }
                 let n = buf.len();
                 buf.clear();
                 self.state = State::DiscardingLine;
@@ -260,6 +268,24 @@ mod tests {
         input.extend_from_slice(b"\n<13>next\n");
         let (out, _) = run(10, &[&input[..20], &input[20..]]);
         assert_eq!(out, vec![Framed::Oversize(20), frame("<13>next")]);
+    }
+
+    #[test]
+    fn frames_read_with_an_oversize_line_survive_it() {
+        let mut input = vec![b'y'; 50];
+        input.extend_from_slice(b"\n<13>good1\n<13>good2\n");
+        let (out, err) = run(10, &[&input, b"<13>good3\n<13>good4\n"]);
+        assert_eq!(err, None);
+        assert_eq!(
+            out,
+            vec![
+                Framed::Oversize(51),
+                frame("<13>good1"),
+                frame("<13>good2"),
+                frame("<13>good3"),
+                frame("<13>good4"),
+            ]
+        );
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! RFC 6587 framing for stream transports, as an explicit state machine.
 //!
-//! Each frame is detected on its own: a frame starting with a non-zero digit
-//! is octet-counted (`LEN SP MSG`), anything else runs to the next LF
-//! (non-transparent framing), so a sender may even mix them. The framer
-//! never gets stuck:
+//! A frame starting with a non-zero digit is octet-counted (`LEN SP MSG`),
+//! anything else runs to the next LF (non-transparent framing). The first
+//! frame of a connection decides for the rest of it when it is LF-framed:
+//! on such a connection a line starting with digits is a line, because an
+//! LF that got into a relayed message would otherwise let its sender close
+//! the connection (`2026-...`) or make it skip up to a gigabyte of the
+//! traffic behind (`999999999 `). A connection that starts octet-counted
+//! may still mix in LF frames. The framer never gets stuck:
 //! - a frame longer than `max_frame` is skipped to its end (counted bytes for
 //!   octet counting, the next LF otherwise) and reported once as
 //!   [`Framed::Oversize`];
@@ -57,6 +61,8 @@ enum State {
 pub struct SyslogFramer {
     max_frame: usize,
     state: State,
+    /// What the first frame was: `Some(true)` LF-framed, for good.
+    lf_only: Option<bool>,
 }
 
 /// Octet counts are at most this many digits (a 1 GB frame is already absurd).
@@ -68,6 +74,7 @@ impl SyslogFramer {
         SyslogFramer {
             max_frame,
             state: State::Start,
+            lf_only: None,
         }
     }
 }
@@ -111,7 +118,9 @@ impl Decoder for SyslogFramer {
                     let Some(&first) = buf.first() else {
                         return Ok(None);
                     };
-                    if (b'1'..=b'9').contains(&first) {
+                    let counted = (b'1'..=b'9').contains(&first);
+                    let lf_only = *self.lf_only.get_or_insert(!counted);
+                    if counted && !lf_only {
                         return self.octet_counted(buf);
                     }
                     return Ok(self.lf_framed(buf));
@@ -125,7 +134,8 @@ impl Decoder for SyslogFramer {
             return Ok(Some(f));
         }
         // A last LF frame without its LF is still a message.
-        if self.state == State::Start && !buf.is_empty() && !(b'1'..=b'9').contains(&buf[0]) {
+        let counted = |b: &u8| (b'1'..=b'9').contains(b) && self.lf_only != Some(true);
+        if self.state == State::Start && buf.first().is_some_and(|b| !counted(b)) {
             let data = buf.split().freeze();
             return Ok(Some(Framed::Frame(trim_eol(data))));
         }
@@ -284,6 +294,26 @@ mod tests {
                 frame("<13>good2"),
                 frame("<13>good3"),
                 frame("<13>good4"),
+            ]
+        );
+    }
+
+    #[test]
+    fn on_an_lf_framed_connection_digits_start_a_line_not_a_count() {
+        let (out, err) = run(
+            100,
+            &[b"<13>a\n2026-11-24T14:00:01Z h sshd[1]: x\n999999999 y\n<13>b\n17"],
+        );
+        assert_eq!(err, None);
+        assert_eq!(
+            out,
+            vec![
+                frame("<13>a"),
+                frame("2026-11-24T14:00:01Z h sshd[1]: x"),
+                frame("999999999 y"),
+                frame("<13>b"),
+                // The last line, without its LF, at the end of the stream.
+                frame("17"),
             ]
         );
     }

@@ -394,7 +394,7 @@ pub struct RawJail {
     /// Most addresses a jail tracks at once; the stalest are evicted beyond it (default 100000).
     #[serde(default)]
     pub max_tracked: Option<usize>,
-    /// Only count lines that arrived over a unix socket from these uids (lines without credentials still count). Empty: any.
+    /// Only count lines that arrived over a unix socket from these uids, as the kernel proves them (UDP/TCP lines and lines without credentials do not count). Empty: any.
     #[serde(default)]
     pub uids: Option<Vec<u32>>,
     /// Mail recipients of the `mail` action, comma-separated (default "root@localhost").

@@ -1057,6 +1057,39 @@ mod tests {
     }
 
     #[test]
+    fn a_jail_with_uids_counts_only_lines_the_kernel_proved() {
+        use crate::syslog::{parse, ParseContext, Peer};
+        let s = resolve(&loaded(
+            "[jail.sshd]\nenabled = true\nfilter = \"sshd\"\nuids = [22]\n",
+        ))
+        .unwrap();
+        let sshd = s.jails.iter().find(|j| j.name.as_str() == "sshd").unwrap();
+        let line =
+            "<38>Nov 24 14:00:01 h sshd[1]: Failed password for root from 192.0.2.1 port 22 ssh2";
+        let counts = |peer: Peer| {
+            let ctx = ParseContext {
+                received: std::time::SystemTime::now(),
+                peer,
+                reference: std::time::SystemTime::now(),
+            };
+            crate::jail::examine(sshd, &parse(line, &ctx)) != crate::filter::Verdict::Miss
+        };
+        let unix = |uid| Peer::Unix { uid, pid: Some(1) };
+        assert!(counts(unix(Some(22))));
+        assert!(
+            counts(Peer::File),
+            "replay and test-filter read the admin's files"
+        );
+        assert!(!counts(unix(Some(1000))), "another uid");
+        assert!(!counts(unix(None)), "no credentials");
+        let lo = "127.0.0.1:40000".parse().unwrap();
+        assert!(
+            !counts(Peer::Inet(lo)),
+            "any local user can send over loopback"
+        );
+    }
+
+    #[test]
     fn greedy_catch_all_before_the_address_is_spotted() {
         assert!(greedy_before_host("^Failed .* from <HOST>"));
         assert!(greedy_before_host("^x .+ <ADDR> port"));

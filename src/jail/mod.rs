@@ -313,12 +313,17 @@ pub fn examine<'t>(settings: &JailSettings, ev: &Event<'t>) -> Verdict<'t> {
     let JailKind::Filter(filter) = &settings.kind else {
         return Verdict::Miss;
     };
-    if !settings.uids.is_empty() {
-        if let Peer::Unix { uid: Some(uid), .. } = ev.peer {
-            if !settings.uids.contains(&uid) {
-                return Verdict::Miss;
-            }
-        }
+    // With `uids`, only a line whose sender the kernel proved counts: one
+    // from a UDP or TCP peer (even on loopback, where any local user can
+    // send) or a unix line without credentials could say anything. Lines
+    // read from a file (replay, test-filter) are the admin's own.
+    let proven = match ev.peer {
+        Peer::Unix { uid: Some(uid), .. } => settings.uids.contains(&uid),
+        Peer::Unix { uid: None, .. } | Peer::Inet(_) => false,
+        Peer::File => true,
+    };
+    if !settings.uids.is_empty() && !proven {
+        return Verdict::Miss;
     }
     filter.examine_deferring(ev)
 }

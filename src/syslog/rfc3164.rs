@@ -45,6 +45,20 @@ pub(super) fn parse(s: &str, reference: SystemTime) -> Option<Header<'_>> {
         None => (None, s),
     };
     let first = token(rest);
+    // An empty tag, as musl's syslog() writes without openlog (`: msg`, or
+    // `[pid]: msg` with LOG_PID): the message has no program. Read as a
+    // host, it would make the message's own first word the program, and
+    // whoever wrote that text could pose as sshd.
+    if first == ":" || (first.starts_with('[') && first.ends_with("]:")) {
+        let pid = first.strip_prefix('[').and_then(|p| p.strip_suffix("]:"));
+        return Some(Header {
+            host: None,
+            program: "",
+            pid,
+            timestamp: ts,
+            msg: rest[first.len()..].trim_start_matches(' '),
+        });
+    }
     // An IPv6 host would pass for a tag ending in `:`; any other first word
     // that is not a tag fails `scan_tag` anyway, so only those are parsed.
     if !first.as_bytes().contains(&b':') || first.parse::<IpAddr>().is_err() {
@@ -204,6 +218,18 @@ mod tests {
         assert_eq!((h.program, h.timestamp), ("sshd", None));
         let h = p("Jan  1 00:00:00 sshd[1]:x").unwrap();
         assert_eq!(h.msg, "x");
+    }
+
+    #[test]
+    fn an_empty_tag_leaves_the_message_without_a_program() {
+        for (line, pid) in [
+            ("Nov 24 14:00:01 : sshd[1]: Failed password for root", None),
+            ("Nov 24 14:00:01 [77]: sshd[1]: Failed password for root", Some("77")),
+        ] {
+            let h = p(line).unwrap();
+            assert_eq!((h.host, h.program, h.pid), (None, "", pid), "{line}");
+            assert_eq!(h.msg, "sshd[1]: Failed password for root");
+        }
     }
 
     #[test]

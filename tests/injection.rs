@@ -66,14 +66,20 @@ fn sshd_user_names_cannot_name_the_victim() {
             !banned.contains(&VICTIM.to_string()),
             "mode {mode}: {banned:?}"
         );
-        assert_eq!(
-            banned,
-            vec!["203.0.113.50".to_string()],
-            "mode {mode}: the real client is banned"
-        );
-        // Every attempt was attributed to the real client, none to the victim.
+        // A line repeating " from " (the client's text imitating sshd's)
+        // counts without an address; where the address's context is not
+        // repeated, the strict patterns name the real client.
+        let expected: &[&str] = match mode {
+            "aggressive" => &["203.0.113.50"],
+            _ => &[],
+        };
+        assert_eq!(banned, expected, "mode {mode}");
         let j = e.jail("sshd").unwrap();
-        assert!(j.stats.failures_total >= 1);
+        assert!(
+            j.stats.unattributed_total >= 3 * 10,
+            "mode {mode}: the ambiguous lines count, blaming nobody: {}",
+            j.stats.unattributed_total
+        );
     }
 }
 

@@ -203,6 +203,9 @@ pub struct Filter {
     sessions: bool,
     /// A fail2ban filter (filter.d/NAME.conf): when set, it does the matching.
     f2b: Option<Box<fail2ban::Matcher>>,
+    /// The spec's `once` literals: a hit in a message holding one of them
+    /// twice has no address.
+    once: Vec<memchr::memmem::Finder<'static>>,
 }
 
 /// A filter that failed to build; names the source and the line.
@@ -425,6 +428,12 @@ impl Filter {
             ignore,
             sessions,
             f2b: None,
+            once: spec
+                .once
+                .iter()
+                .filter(|l| !l.is_empty())
+                .map(|l| memchr::memmem::Finder::new(l.as_bytes()).into_owned())
+                .collect(),
         })
     }
 
@@ -445,6 +454,7 @@ impl Filter {
             prefilter: Prefilter::new(&[], false),
             sessions: false,
             f2b: Some(Box::new(m)),
+            once: Vec::new(),
         }
     }
 
@@ -609,6 +619,12 @@ impl Filter {
         if self.ignore.iter().any(|r| r.is_match(msg)) {
             return Verdict::Ignored { regex: i };
         }
+        // Where the sender's own text may repeat the address's context, no
+        // pattern can tell which address sshd or PAM wrote: count the
+        // failure, blame nobody.
+        let repeated =
+            |f: &memchr::memmem::Finder<'_>| f.find_iter(msg.as_bytes()).nth(1).is_some();
+        let host = host.filter(|_| !self.once.iter().any(repeated));
         Verdict::Hit {
             regex: i,
             host,
@@ -627,9 +643,14 @@ impl Filter {
             return Some(Verdict::Ignored { regex: i });
         }
         let named = |g: &str| caps.name(g).map(|m| m.as_str()).filter(|u| !u.is_empty());
+        let repeated =
+            |f: &memchr::memmem::Finder<'_>| f.find_iter(msg.as_bytes()).nth(1).is_some();
         Some(Verdict::Hit {
             regex: i,
-            host: caps.name("host").map(|m| m.as_str()),
+            host: caps
+                .name("host")
+                .map(|m| m.as_str())
+                .filter(|_| !self.once.iter().any(repeated)),
             user: named("user").or_else(|| named("alt_user")),
             kind: f.kind,
         })

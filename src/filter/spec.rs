@@ -42,6 +42,11 @@ pub struct FilterSpec {
     /// Patterns that veto a failregex match.
     #[serde(default)]
     pub ignoreregex: Vec<RegexSpec>,
+    /// Literals a well-formed message holds once at most: a message with
+    /// one of them twice is ambiguous (text its sender controls repeats the
+    /// address's context), so its failure counts without an address.
+    #[serde(default)]
+    pub once: Vec<String>,
 }
 
 /// One pattern: a plain string, or a table with options.

@@ -36,6 +36,7 @@ pub fn load_filter(spec: &str, dirs: &[std::path::PathBuf]) -> Result<Filter, fi
             prefix: None,
             failregex: vec![RegexSpec::Plain(spec.to_string())],
             ignoreregex: Vec::new(),
+            once: Vec::new(),
         };
         return Filter::compile(
             "regex",

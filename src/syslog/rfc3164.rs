@@ -224,7 +224,10 @@ mod tests {
     fn an_empty_tag_leaves_the_message_without_a_program() {
         for (line, pid) in [
             ("Nov 24 14:00:01 : sshd[1]: Failed password for root", None),
-            ("Nov 24 14:00:01 [77]: sshd[1]: Failed password for root", Some("77")),
+            (
+                "Nov 24 14:00:01 [77]: sshd[1]: Failed password for root",
+                Some("77"),
+            ),
         ] {
             let h = p(line).unwrap();
             assert_eq!((h.host, h.program, h.pid), (None, "", pid), "{line}");

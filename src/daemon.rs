@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::action::{self, Dispatcher, JailAction, Op};
-use crate::ban::{BanOrigin, Effect, UnbanReason};
+use crate::ban::{Ban, BanOrigin, Effect, UnbanReason};
 use crate::config::resolve::JailKind;
 use crate::config::{self, LoadOptions, Settings};
 use crate::control::server::Call;
@@ -463,10 +463,14 @@ impl Daemon {
                     tracing::debug!(jail = %ban.jail, ip = %ban.ip, action = %a.kind, name = %a.name, "unban kept out of objects another jail's ban still needs");
                     continue;
                 }
+                let ban = match op {
+                    Op::Ban => self.longest_in_shared_objects(a, &ban),
+                    Op::Unban => ban.clone(),
+                };
                 self.dispatcher.submit(action::Request {
                     op,
                     action: a.clone(),
-                    ban: ban.clone(),
+                    ban,
                     // Latency is measured once per ban, on its first action.
                     received: if i == 0 { received } else { None },
                 });
@@ -481,6 +485,32 @@ impl Daemon {
         self.actions.iter().any(|(jail, acts)| {
             acts.iter().any(|b| b.shares_objects_with(a))
                 && self.engine.bans().get(jail, ip).is_some()
+        })
+    }
+
+    /// The ban to write through `a` for `ban`: when another jail whose
+    /// action shares `a`'s objects bans the same address for longer, its
+    /// end (the kernel element is one for both: a shorter timeout written
+    /// over it would let the kernel lift the longer ban early).
+    fn longest_in_shared_objects(&self, a: &JailAction, ban: &Arc<Ban>) -> Arc<Ban> {
+        let mut expires = ban.expires;
+        for (jail, acts) in &self.actions {
+            if *jail == ban.jail || !acts.iter().any(|b| b.shares_objects_with(a)) {
+                continue;
+            }
+            if let Some(other) = self.engine.bans().get(jail, ban.ip) {
+                expires = match (expires, other.expires) {
+                    (None, _) | (_, None) => None,
+                    (Some(x), Some(y)) => Some(x.max(y)),
+                };
+            }
+        }
+        if expires == ban.expires {
+            return ban.clone();
+        }
+        Arc::new(Ban {
+            expires,
+            ..(**ban).clone()
         })
     }
 
@@ -500,6 +530,7 @@ impl Daemon {
             let bans = self.engine.bans().active_in(&jail);
             tracing::info!(jail = %jail, action = %b.kind, name = %b.name, bans = bans.len(), "objects shared with a stopped action: banning again");
             for ban in bans {
+                let ban = self.longest_in_shared_objects(&b, &ban);
                 self.dispatcher.submit(action::Request {
                     op: Op::Ban,
                     action: b.clone(),

@@ -1218,6 +1218,52 @@ fn jails_sharing_objects_with_different_ports_each_keep_their_rule() {
     require!(tried > 0, "none of the firewall tools is installed");
 }
 
+/// One kernel element serves every jail sharing a set: a shorter ban in
+/// one jail must not write its timeout over a longer ban of the other.
+#[test]
+fn a_shorter_ban_in_a_sharing_jail_keeps_the_longer_one_in_the_kernel() {
+    let net = NetPair::new();
+    let _covered = net.listen(COVERED);
+    let mut tried = 0;
+    for kind in ["nftables", "iptables-ipset"] {
+        if let Some(why) = missing(kind) {
+            eprintln!("{kind}: skipped, {why}");
+            continue;
+        }
+        tried += 1;
+        let shared = |j: &str, bantime: &str| {
+            format!(
+                "[jail.{j}]\nenabled = true\nfilter = \"sshd\"\nmaxretry = 2\nbantime = \"{bantime}\"\nport = \"{COVERED}\"\naction = [\"{kind}[name=shared]\"]\n"
+            )
+        };
+        let mut d = start(
+            &net,
+            &(shared("sshd", "-1") + &shared("web", "2s")),
+            None,
+            Vec::new(),
+        );
+        cli_ok(&d, &["ban", "sshd", ATTACKER4]);
+        cli_ok(&d, &["ban", "web", ATTACKER4]);
+        assert!(
+            net.until_blocked(VICTIM4, COVERED, Duration::from_secs(3))
+                .is_some(),
+            "{kind}: not banned:\n{}",
+            dump(&net)
+        );
+        // web's ban (and a kernel timeout of its length) is over.
+        std::thread::sleep(Duration::from_millis(4500));
+        assert!(d.is_banned("sshd", ATTACKER4) && !d.is_banned("web", ATTACKER4));
+        assert!(
+            !net.attacker_connects(VICTIM4, COVERED, Duration::from_secs(1)),
+            "{kind}: web's 2 s timeout lifted sshd's permanent ban:\n{}",
+            dump(&net)
+        );
+        assert!(d.stop(), "{kind}: the daemon did not stop cleanly");
+        assert_clean(&net, kind);
+    }
+    require!(tried > 0, "none of the firewall tools is installed");
+}
+
 #[test]
 fn reload_removing_a_jail_removes_its_firewall_objects() {
     require!(

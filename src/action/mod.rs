@@ -135,10 +135,19 @@ impl JailAction {
     /// firewall objects: the same built-in kind and `name=`. (Command
     /// actions name their objects in their own templates.)
     pub fn shares_objects_with(&self, other: &JailAction) -> bool {
+        // The backends whose objects `name=` names (log, mail, webhook and
+        // ufw have none to share).
+        const NAMED: [&str; 4] = [
+            "nftables",
+            "iptables-multiport",
+            "iptables-allports",
+            "iptables-ipset",
+        ];
         self.jail != other.jail
             && self.kind == other.kind
             && self.name == other.name
             && self.command.is_none()
+            && NAMED.contains(&self.kind.as_str())
     }
 
     /// Whether this action and `other` would fight over one firewall
@@ -989,11 +998,18 @@ mod tests {
             let mut a = (*r.action).clone();
             a.jail = JailName::new(jail).unwrap();
             a.name = "Named".into();
+            // A backend with named objects (the recorder stands in for it).
+            a.kind = "iptables-multiport".into();
             r.action = Arc::new(a);
             r
         };
         let (udp, tcp) = (on("named-udp", "192.0.2.1"), on("named-tcp", "192.0.2.2"));
         assert!(udp.action.shares_objects_with(&tcp.action));
+        let mut mail = (*udp.action).clone();
+        mail.kind = "mail".into();
+        let mut mail2 = (*tcp.action).clone();
+        mail2.kind = "mail".into();
+        assert!(!mail.shares_objects_with(&mail2), "mail has no objects");
         let udp_action = udp.action.clone();
         let mut d = Dispatcher::new(factory, Metrics::new());
         d.submit(udp);

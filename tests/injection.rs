@@ -130,3 +130,37 @@ fn each_injection_line_alone_never_bans_the_victim() {
         assert!(checked >= 10, "{fixture}: at least ten cases");
     }
 }
+
+/// A pid that sshd reuses minutes later belongs to another connection: an
+/// address-less failure of the new one must not be charged to the address
+/// the old one named (its last line, `Received disconnect`).
+#[test]
+fn a_reused_pid_does_not_inherit_an_old_connections_address() {
+    let mut e =
+        engine("[jail.sshd]\nenabled = true\nfilter = \"sshd[mode=aggressive]\"\nmaxretry = 3\n");
+    let t0 = UNIX_EPOCH + Duration::from_secs(1_795_528_800);
+    let line = |e: &mut Engine, t: SystemTime, text: &str| {
+        let ctx = ParseContext {
+            received: t,
+            peer: Peer::File,
+            reference: t,
+        };
+        e.on_event(&syslog::parse(text, &ctx), t);
+    };
+    for pid in [300, 301, 302] {
+        line(
+            &mut e,
+            t0,
+            &format!("<38>Nov 24 14:00:01 sshd-session[{pid}]: Received disconnect from {VICTIM} port 5:11: Bye Bye [preauth]"),
+        );
+    }
+    let later = t0 + Duration::from_secs(8 * 60);
+    for pid in [300, 301, 302] {
+        line(
+            &mut e,
+            later,
+            &format!("<38>Nov 24 14:08:01 sshd-session[{pid}]: kex_exchange_identification: Connection closed by remote host"),
+        );
+    }
+    assert!(e.banned().is_empty(), "{:?}", e.banned());
+}

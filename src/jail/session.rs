@@ -18,8 +18,12 @@ use crate::syslog::Event;
 
 /// Sessions a jail remembers at most.
 pub const SESSION_CAP: usize = 16_384;
-/// A session not heard from for this long is forgotten.
-pub const SESSION_TTL: Duration = Duration::from_secs(600);
+/// A session not heard from for this long is forgotten. sshd's
+/// LoginGraceTime (120 s by default) bounds the unauthenticated part of a
+/// connection, where failures happen: a pid silent for longer is more
+/// likely a new connection that reused it than the same client, and an
+/// address-less failure must not be charged to the old one's address.
+pub const SESSION_TTL: Duration = Duration::from_secs(180);
 /// Failures that may wait for an address in one session.
 const MAX_PENDING: u32 = 64;
 

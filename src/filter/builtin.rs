@@ -119,6 +119,23 @@ mod tests {
     }
 
     #[test]
+    fn dropbear_never_reads_an_ipv6_port_as_part_of_the_address() {
+        let f = load(&NamedOptions::parse("dropbear").unwrap(), &[]).unwrap();
+        let host = |msg: &str| match f.check(msg) {
+            super::super::Verdict::Hit { host, .. } => host.map(str::to_string),
+            v => panic!("{msg}: {v:?}"),
+        };
+        let bad = |from: &str| format!("Bad password attempt for 'root' from {from}");
+        assert_eq!(host(&bad("2001:db8::1:22")).as_deref(), Some("2001:db8::1"));
+        assert_eq!(
+            host(&bad("2001:db8::1:54321")).as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(host(&bad("192.0.2.6:2222")).as_deref(), Some("192.0.2.6"));
+        assert_eq!(host(&bad("192.0.2.5")).as_deref(), Some("192.0.2.5"));
+    }
+
+    #[test]
     fn unknown_name_lists_the_known_ones() {
         let err = load(&NamedOptions::parse("nope").unwrap(), &[]).unwrap_err();
         assert!(err.to_string().contains("sshd"), "{err}");

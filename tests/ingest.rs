@@ -181,6 +181,42 @@ fn wrong_program_ignoreip_and_loopback_never_ban() {
     assert!(d.metric("banstream_ignored_total{jail=\"sshd\"}") >= 15.0);
 }
 
+/// Idle connections holding every slot do not lock the real sender out:
+/// at the cap, the connection silent longest gives way to the new one.
+#[test]
+fn idle_connections_at_the_cap_give_way_to_a_sender() {
+    let d = Daemon::start_with(Opts {
+        toml: sshd_jail(""),
+        listen: Some("tcp = [\"127.0.0.1:0\"]\nmax_connections = 4\n".into()),
+        ..Default::default()
+    });
+    let hogs: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(d.tcp[0]).expect("connect"))
+        .collect();
+    // Longer than EVICT_IDLE (5 s) without a frame.
+    std::thread::sleep(std::time::Duration::from_millis(5600));
+    let lines: String = (0..3)
+        .map(|_| {
+            format!(
+                "<38>Nov 24 14:00:01 sshd[9]: {}\n",
+                fail_line("203.0.113.44")
+            )
+        })
+        .collect();
+    d.send_tcp(lines.as_bytes());
+    assert!(
+        d.wait_for(5, |d| d.is_banned("sshd", "203.0.113.44")),
+        "{}",
+        d.log_text()
+    );
+    let rejected = format!(
+        "banstream_connections_rejected_total{{listener=\"tcp {}\"}}",
+        d.tcp[0]
+    );
+    assert_eq!(d.metric(&rejected), 0.0);
+    drop(hogs);
+}
+
 #[test]
 fn hostile_frames_keep_the_daemon_alive_and_counted() {
     let d = Daemon::start_with(Opts {

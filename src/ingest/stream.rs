@@ -2,8 +2,10 @@
 //! connection runs the framer; a semaphore caps connections, and a
 //! connection silent for `idle_timeout` is closed.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
@@ -11,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::framing::{Framed, FramingError, SyslogFramer};
@@ -18,6 +21,106 @@ use super::{allowed, Frame, ListenError, Shared, Transport};
 use crate::config::resolve::{InetListener, ListenSettings, UnixListener as UnixCfg};
 use crate::syslog::Peer;
 use crate::telemetry::DropReason;
+
+/// At the connection cap, a connection that has sent no frame for this
+/// long gives its slot to a new one.
+const EVICT_IDLE: Duration = Duration::from_secs(5);
+
+/// Milliseconds since the first call: connection activity stamps.
+fn now_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// The open connections of one listener. At the cap, the one that has been
+/// silent longest (no frame for [`EVICT_IDLE`] at least) is closed for the
+/// newcomer: otherwise any allowed peer (on loopback, any local user) could
+/// hold every slot with idle connections and lock the real relay out.
+#[derive(Clone, Default)]
+struct Slots(Arc<Mutex<SlotTable>>);
+
+#[derive(Default)]
+struct SlotTable {
+    next: u64,
+    live: HashMap<u64, (CancellationToken, Arc<AtomicU64>)>,
+}
+
+/// One connection's entry: its stop token and last-frame stamp; dropping
+/// it leaves the table.
+struct Slot {
+    id: u64,
+    slots: Slots,
+    stop: CancellationToken,
+    last: Arc<AtomicU64>,
+}
+
+impl Slots {
+    fn table(&self) -> std::sync::MutexGuard<'_, SlotTable> {
+        // A panic elsewhere cannot leave the table inconsistent: use it.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, shutdown: &CancellationToken) -> Slot {
+        let stop = shutdown.child_token();
+        let last = Arc::new(AtomicU64::new(now_ms()));
+        let mut t = self.table();
+        let id = t.next;
+        t.next += 1;
+        t.live.insert(id, (stop.clone(), last.clone()));
+        Slot {
+            id,
+            slots: self.clone(),
+            stop,
+            last,
+        }
+    }
+
+    /// Closes the connection silent longest, if silent for `idle` at least.
+    fn evict_idlest(&self, idle: Duration) -> bool {
+        let cutoff = now_ms().saturating_sub(idle.as_millis() as u64);
+        let t = self.table();
+        let idlest = t
+            .live
+            .values()
+            .filter(|(stop, _)| !stop.is_cancelled())
+            .min_by_key(|(_, last)| last.load(Ordering::Relaxed));
+        match idlest {
+            Some((stop, last)) if last.load(Ordering::Relaxed) <= cutoff => {
+                stop.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Slot {
+    fn touch(&self) {
+        self.last.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.table().live.remove(&self.id);
+    }
+}
+
+/// A permit for a new connection: a free one, or the slot of the idlest
+/// connection, closed for it (`None`: every connection is busy).
+async fn permit(sem: &Arc<Semaphore>, slots: &Slots) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(p) = sem.clone().try_acquire_owned() {
+        return Some(p);
+    }
+    if !slots.evict_idlest(EVICT_IDLE) {
+        return None;
+    }
+    // The evicted connection's task ends at once and frees its permit.
+    tokio::time::timeout(Duration::from_secs(2), sem.clone().acquire_owned())
+        .await
+        .ok()?
+        .ok()
+}
 
 pub(super) async fn spawn_tcp(
     l: &InetListener,
@@ -41,6 +144,7 @@ pub(super) async fn spawn_tcp(
     let idle = cfg.idle_timeout;
     let label = format!("tcp {local}");
     let conns = tracker.clone();
+    let slots = Slots::default();
     tracker.spawn(async move {
         loop {
             let (sock, peer) = tokio::select! {
@@ -59,17 +163,19 @@ pub(super) async fn spawn_tcp(
                 shared.drop_msg(DropReason::NotAllowed, &format_args!("tcp connection from {peer}"));
                 continue;
             }
-            let Ok(permit) = sem.clone().try_acquire_owned() else {
+            let Some(permit) = permit(&sem, &slots).await else {
                 shared.metrics.connections_rejected.with_label_values(&[&label]).inc();
                 if let Some(s) = shared.limiter.check("conn_cap") {
-                    tracing::warn!(listener = %label, suppressed = s, "connection limit reached; refusing {peer}");
+                    tracing::warn!(listener = %label, suppressed = s, "connection limit reached and every connection busy; refusing {peer}");
                 }
                 continue;
             };
             let _ = sock.set_nodelay(true);
             let sh = shared.clone();
+            let slot = slots.add(&shared.cancel);
             conns.spawn(async move {
-                read_stream(sock, Peer::Inet(peer), Transport::Tcp, idle, sh).await;
+                read_stream(sock, Peer::Inet(peer), Transport::Tcp, idle, sh, &slot).await;
+                drop(slot);
                 drop(permit);
             });
         }
@@ -100,6 +206,7 @@ pub(super) fn spawn_unix(
     let path = l.path.clone();
     let label = format!("unix {}", path.display());
     let conns = tracker.clone();
+    let slots = Slots::default();
     tracker.spawn(async move {
         loop {
             let sock = tokio::select! {
@@ -123,7 +230,7 @@ pub(super) fn spawn_unix(
                 );
                 continue;
             }
-            let Ok(permit) = sem.clone().try_acquire_owned() else {
+            let Some(permit) = permit(&sem, &slots).await else {
                 shared
                     .metrics
                     .connections_rejected
@@ -132,6 +239,7 @@ pub(super) fn spawn_unix(
                 continue;
             };
             let sh = shared.clone();
+            let slot = slots.add(&shared.cancel);
             conns.spawn(async move {
                 read_stream(
                     sock,
@@ -139,8 +247,10 @@ pub(super) fn spawn_unix(
                     Transport::UnixStream,
                     idle,
                     sh,
+                    &slot,
                 )
                 .await;
+                drop(slot);
                 drop(permit);
             });
         }
@@ -166,6 +276,7 @@ async fn read_stream<R: AsyncRead + AsyncWrite + Unpin>(
     transport: Transport,
     idle: Duration,
     shared: Shared,
+    slot: &Slot,
 ) {
     let mut framer = SyslogFramer::new(shared.max_frame);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -187,6 +298,7 @@ async fn read_stream<R: AsyncRead + AsyncWrite + Unpin>(
                         shared.drop_msg(DropReason::Empty, &"empty frame");
                         continue;
                     }
+                    slot.touch();
                     let frame = Frame {
                         data,
                         peer,
@@ -224,7 +336,12 @@ async fn read_stream<R: AsyncRead + AsyncWrite + Unpin>(
         buf.reserve(READ_CHUNK.saturating_sub(buf.capacity() - buf.len()));
         let n = match closing {
             None => tokio::select! {
-                _ = shared.cancel.cancelled() => {
+                _ = slot.stop.cancelled() => {
+                    if !shared.cancel.is_cancelled() {
+                        // Evicted at the cap for a new connection.
+                        tracing::debug!(?peer, "closing the idlest connection for a new one");
+                        return;
+                    }
                     // Shutting down: half-close and read on until the peer
                     // closes. A sender that checks the connection before
                     // each write (rsyslog does) sees our FIN, keeps the

@@ -49,8 +49,11 @@ pub(super) fn parse(s: &str, reference: SystemTime) -> Option<Header<'_>> {
     // `[pid]: msg` with LOG_PID): the message has no program. Read as a
     // host, it would make the message's own first word the program, and
     // whoever wrote that text could pose as sshd.
-    if first == ":" || (first.starts_with('[') && first.ends_with("]:")) {
-        let pid = first.strip_prefix('[').and_then(|p| p.strip_suffix("]:"));
+    let pid = first
+        .strip_prefix('[')
+        .and_then(|p| p.strip_suffix("]:"))
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if first == ":" || pid.is_some() {
         return Some(Header {
             host: None,
             program: "",
@@ -233,6 +236,9 @@ mod tests {
             assert_eq!((h.host, h.program, h.pid), (None, "", pid), "{line}");
             assert_eq!(h.msg, "sshd[1]: Failed password for root");
         }
+        // A bracketed name is a program (fail2ban's samples have `[sshd]:`).
+        let h = p("Mar  3 00:17:22 [sshd]: User root from 192.0.2.1");
+        assert!(h.is_none_or(|h| !h.program.is_empty()));
     }
 
     #[test]

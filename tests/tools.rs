@@ -369,8 +369,16 @@ fn agreement(filter: &str, extra: &[&str], samples: &[Sample]) -> (usize, usize,
     let mut bad = Vec::new();
     for (s, g) in samples.iter().zip(&got) {
         let host_ok = !s.matched || s.host.as_ref().is_none_or(|h| *h == g["host"]);
+        // On purpose: a line repeating the text sshd or PAM writes once
+        // around the address (the filters' `once`) is ambiguous, and
+        // banstream blames nobody where fail2ban's heuristics pick one.
+        let twice = |lit: &str| s.line.matches(lit).count() >= 2;
+        let ambiguous = s.matched && g["host"].is_null() && (twice(" from ") || twice("rhost="));
         if g["match"] == s.matched && host_ok {
             agree += 1;
+        } else if ambiguous {
+            agree += 1;
+            println!("  on purpose, no address (ambiguous): {}", s.line);
         } else {
             bad.push(format!(
                 "  want match={} host={:?}, got match={} host={}: {}",
@@ -469,8 +477,8 @@ fn fail2ban_samples_agreement() {
         }
         // Regression guard at today's figures (README explains each miss).
         let allowed_misses = match row {
-            "sshd (normal)" => 4,
-            "sshd[mode=aggressive]" => 4,
+            "sshd (normal)" => 2,
+            "sshd[mode=aggressive]" => 2,
             r if r.contains("default routing") => total,
             _ => 0,
         };

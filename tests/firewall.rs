@@ -1162,6 +1162,29 @@ fn jails_sharing_a_chain_keep_each_others_bans() {
     );
 }
 
+/// The kinds of `kinds` whose tools are installed (the others are skipped
+/// with the reason).
+fn installed<'a>(kinds: &[&'a str]) -> Vec<&'a str> {
+    kinds
+        .iter()
+        .copied()
+        .filter(|kind| match missing(kind) {
+            Some(why) => {
+                eprintln!("{kind}: skipped, {why}");
+                false
+            }
+            None => true,
+        })
+        .collect()
+}
+
+/// A jail of the sshd filter whose action is `kind[name=shared]`.
+fn sharing(kind: &str, jail: &str, port: u16, bantime: &str) -> String {
+    format!(
+        "[jail.{jail}]\nenabled = true\nfilter = \"sshd\"\nmaxretry = 2\nbantime = \"{bantime}\"\nport = \"{port}\"\naction = [\"{kind}[name=shared]\"]\n"
+    )
+}
+
 /// Jails sharing `name=` with different ports (the seed guide's
 /// named-refused-udp and -tcp differ in protocol): each start keeps the
 /// other jails' rules on the shared objects instead of replacing them.
@@ -1170,24 +1193,10 @@ fn jails_sharing_objects_with_different_ports_each_keep_their_rule() {
     let net = NetPair::new();
     let _covered = net.listen(COVERED);
     let _other = net.listen(OTHER);
-    let mut tried = 0;
-    for kind in ["iptables-multiport", "iptables-ipset", "nftables"] {
-        if let Some(why) = missing(kind) {
-            eprintln!("{kind}: skipped, {why}");
-            continue;
-        }
-        tried += 1;
-        let shared = |j: &str, port: u16| {
-            format!(
-                "[jail.{j}]\nenabled = true\nfilter = \"sshd\"\nmaxretry = 2\nbantime = \"1h\"\nport = \"{port}\"\naction = [\"{kind}[name=shared]\"]\n"
-            )
-        };
-        let d = start(
-            &net,
-            &(shared("sshd", COVERED) + &shared("web", OTHER)),
-            None,
-            Vec::new(),
-        );
+    let kinds = installed(&["iptables-multiport", "iptables-ipset", "nftables"]);
+    for &kind in &kinds {
+        let config = sharing(kind, "sshd", COVERED, "1h") + &sharing(kind, "web", OTHER, "1h");
+        let d = start(&net, &config, None, Vec::new());
         cli_ok(&d, &["ban", "sshd", ATTACKER4]);
         assert!(
             net.until_blocked(VICTIM4, COVERED, Duration::from_secs(3))
@@ -1215,7 +1224,7 @@ fn jails_sharing_objects_with_different_ports_each_keep_their_rule() {
         assert!(d.stop(), "{kind}: the daemon did not stop cleanly");
         assert_clean(&net, kind);
     }
-    require!(tried > 0, "none of the firewall tools is installed");
+    require!(!kinds.is_empty(), "none of the firewall tools is installed");
 }
 
 /// One kernel element serves every jail sharing a set: a shorter ban in
@@ -1224,24 +1233,10 @@ fn jails_sharing_objects_with_different_ports_each_keep_their_rule() {
 fn a_shorter_ban_in_a_sharing_jail_keeps_the_longer_one_in_the_kernel() {
     let net = NetPair::new();
     let _covered = net.listen(COVERED);
-    let mut tried = 0;
-    for kind in ["nftables", "iptables-ipset"] {
-        if let Some(why) = missing(kind) {
-            eprintln!("{kind}: skipped, {why}");
-            continue;
-        }
-        tried += 1;
-        let shared = |j: &str, bantime: &str| {
-            format!(
-                "[jail.{j}]\nenabled = true\nfilter = \"sshd\"\nmaxretry = 2\nbantime = \"{bantime}\"\nport = \"{COVERED}\"\naction = [\"{kind}[name=shared]\"]\n"
-            )
-        };
-        let mut d = start(
-            &net,
-            &(shared("sshd", "-1") + &shared("web", "2s")),
-            None,
-            Vec::new(),
-        );
+    let kinds = installed(&["nftables", "iptables-ipset"]);
+    for &kind in &kinds {
+        let config = sharing(kind, "sshd", COVERED, "-1") + &sharing(kind, "web", COVERED, "2s");
+        let mut d = start(&net, &config, None, Vec::new());
         cli_ok(&d, &["ban", "sshd", ATTACKER4]);
         cli_ok(&d, &["ban", "web", ATTACKER4]);
         assert!(
@@ -1261,7 +1256,7 @@ fn a_shorter_ban_in_a_sharing_jail_keeps_the_longer_one_in_the_kernel() {
         assert!(d.stop(), "{kind}: the daemon did not stop cleanly");
         assert_clean(&net, kind);
     }
-    require!(tried > 0, "none of the firewall tools is installed");
+    require!(!kinds.is_empty(), "none of the firewall tools is installed");
 }
 
 #[test]

@@ -157,6 +157,9 @@ struct Daemon {
     /// jail a firewall action when the start did not.
     firewall_lock: Option<FirewallLock>,
     reloads: ReloadOrder,
+    /// Bans the store holds for jails not configured at start: restored
+    /// when a reload adds their jail, as a restart would.
+    parked: Vec<Ban>,
 }
 
 fn actions_of(settings: &Settings) -> HashMap<JailName, Vec<Arc<JailAction>>> {
@@ -215,6 +218,7 @@ pub async fn run(
         own_log: metrics.dropped.with_label_values(&["own_log"]),
         firewall_lock,
         reloads: ReloadOrder::default(),
+        parked: Vec::new(),
     };
     d.restore(snapshot);
     d.flush(None);
@@ -384,8 +388,11 @@ impl Daemon {
                     self.store.unban(Arc::new(b), UnbanReason::Expired, e);
                 }
                 // Its jail is not configured now: kept in the store, it comes
-                // back when the jail does (at a later start).
-                _ => kept += 1,
+                // back when the jail does (a reload adding it, or a start).
+                _ => {
+                    kept += 1;
+                    self.parked.push(b);
+                }
             }
         }
         let recidive = self.engine.rebuild_recidive(&snap.ban_log, now);
@@ -512,6 +519,37 @@ impl Daemon {
             expires,
             ..(**ban).clone()
         })
+    }
+
+    /// Restores the parked bans of the jails the running configuration now
+    /// has (a reload added them back); those that ended meanwhile are
+    /// logged as expired.
+    fn unpark(&mut self) {
+        let now = SystemTime::now();
+        let (back, still): (Vec<Ban>, Vec<Ban>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|b| self.actions.contains_key(&b.jail));
+        self.parked = still;
+        if back.is_empty() {
+            return;
+        }
+        let (restored, skipped) = self.engine.restore(back, now);
+        let mut expired = 0;
+        for b in skipped {
+            // A ban issued since in the same jail replaced the stored one.
+            if let Some(e) = b.expires.filter(|e| *e <= now) {
+                expired += 1;
+                self.store.unban(Arc::new(b), UnbanReason::Expired, e);
+            }
+        }
+        let lifted_ignored = self.engine.lift_ignored();
+        tracing::info!(
+            restored = restored.len(),
+            expired,
+            lifted_ignored,
+            "bans kept in the database for jails the reload added back"
+        );
+        self.flush(None);
     }
 
     /// After `stopped` removed their firewall objects, the bans of the other
@@ -841,6 +879,7 @@ impl Daemon {
         }
         self.actions = new_actions;
         self.reban_sharers(&stopped);
+        self.unpark();
         let mut added: Vec<String> = self
             .actions
             .keys()

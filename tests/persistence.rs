@@ -205,6 +205,25 @@ fn a_clean_stop_closes_the_database_and_the_bans_come_back() {
     assert!(d.is_banned("sshd", "203.0.113.9"));
 }
 
+/// A ban of a jail the configuration no longer has stays in the store;
+/// a reload that adds the jail back puts it in force again, as a restart
+/// would.
+#[test]
+fn a_reload_adding_a_jail_back_restores_its_stored_bans() {
+    let mut d = Daemon::start(SSHD);
+    ok(d.cli(&["ban", "sshd", "203.0.113.61"]));
+    assert!(d.stop(), "clean exit: {}", d.log_text());
+    let d = restart(d, "[jail.sshd]\nenabled = false\n");
+    assert!(!d.is_banned("sshd", "203.0.113.61"));
+    std::fs::write(d.path().join("conf.d/50-test.toml"), SSHD).expect("config");
+    ok(d.cli(&["reload"]));
+    assert!(
+        d.wait_for(5, |d| d.is_banned("sshd", "203.0.113.61")),
+        "the stored ban did not come back with its jail\n{}",
+        d.log_text()
+    );
+}
+
 #[test]
 fn a_ban_that_ends_while_down_stays_ended_and_is_logged_as_expired() {
     let toml = "[jail.short]\nenabled = true\nfilter = \"sshd\"\nbantime = \"2s\"\n[jail.long]\nenabled = true\nfilter = \"sshd\"\nbantime = -1\n";

@@ -536,7 +536,8 @@ impl Daemon {
         let (restored, skipped) = self.engine.restore(back, now);
         let mut expired = 0;
         for b in skipped {
-            // A ban issued since in the same jail replaced the stored one.
+            // Ended meanwhile: logged as expired. Otherwise a ban issued
+            // since in the same jail has replaced it.
             if let Some(e) = b.expires.filter(|e| *e <= now) {
                 expired += 1;
                 self.store.unban(Arc::new(b), UnbanReason::Expired, e);

@@ -14,9 +14,9 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use super::ipset_nl::{IpsetNl, SetOp};
-use super::iptables::{blocktype, has_pair, match_specs, spec, SharedRefs, Xt};
+use super::iptables::{blocktype, has_pair, match_specs, spec, Xt};
 use super::run::{argv, run, run_for, COMMAND_TIMEOUT};
-use super::{kernel_timeout, ActionError, Backend, Family, JailAction, Op, Request};
+use super::{kernel_timeout, ActionError, Backend, Family, JailAction, Op, Request, SharedRefs};
 
 const KIND: &str = "iptables-ipset";
 

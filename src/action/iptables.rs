@@ -17,9 +17,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::run::{argv, run_for};
-use super::{ActionError, Backend, Family, JailAction, Op, Request};
+use super::{ActionError, Backend, Family, JailAction, Op, Request, SharedRefs};
 use crate::config::services::{PortSpec, Protocol};
-use crate::jail::JailName;
 
 const TABLE: &str = "filter";
 
@@ -157,56 +156,6 @@ impl Xt {
             .filter(|spec| is_ours(&spec.split_whitespace().collect::<Vec<_>>()))
             .map(str::to_string)
             .collect())
-    }
-}
-
-/// The rules that refer to a shared object (a chain `f2b-Named` or a set),
-/// per jail that started it: jails sharing `name=` may differ in ports or
-/// protocol (the seed guide's named-refused-udp and -tcp), and each start
-/// must keep the others' rules instead of replacing them with its own.
-#[derive(Default)]
-pub(super) struct SharedRefs {
-    /// (object, family) → its users, in start order.
-    by_object: HashMap<(String, Family), Vec<RefUser>>,
-}
-
-/// A jail using a shared object: the parent chain and its rule specs there.
-type RefUser = (JailName, String, Vec<String>);
-
-impl SharedRefs {
-    /// Records what `jail` wants in `parent` for the object and returns
-    /// every started jail's rules in that parent, each once, in start order.
-    pub(super) fn want(
-        &mut self,
-        object: &str,
-        family: Family,
-        jail: &JailName,
-        parent: &str,
-        specs: Vec<String>,
-    ) -> Vec<String> {
-        let users = self
-            .by_object
-            .entry((object.to_string(), family))
-            .or_default();
-        match users.iter_mut().find(|(j, p, _)| j == jail && p == parent) {
-            Some(u) => u.2 = specs,
-            None => users.push((jail.clone(), parent.to_string(), specs)),
-        }
-        let mut all: Vec<String> = Vec::new();
-        for (_, p, specs) in users.iter() {
-            for spec in specs.iter().filter(|_| p == parent) {
-                if !all.contains(spec) {
-                    all.push(spec.clone());
-                }
-            }
-        }
-        all
-    }
-
-    /// The object is gone (its stop removes every rule referring to it,
-    /// whoever started them).
-    pub(super) fn forget(&mut self, object: &str, family: Family) {
-        self.by_object.remove(&(object.to_string(), family));
     }
 }
 

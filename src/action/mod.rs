@@ -720,6 +720,56 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
     }
 }
 
+/// The rules that refer to a shared firewall object (an iptables chain
+/// `f2b-Named`, an ipset, an nftables chain), per jail that started it: jails sharing `name=` may differ in ports or
+/// protocol (the seed guide's named-refused-udp and -tcp), and each start
+/// must keep the others' rules instead of replacing them with its own.
+#[derive(Default)]
+struct SharedRefs {
+    /// (object, family) → its users, in start order.
+    by_object: HashMap<(String, Family), Vec<RefUser>>,
+}
+
+/// A jail using a shared object: the parent chain (or hook) and its rules there.
+type RefUser = (JailName, String, Vec<String>);
+
+impl SharedRefs {
+    /// Records what `jail` wants in `parent` for the object and returns
+    /// every started jail's rules in that parent, each once, in start order.
+    fn want(
+        &mut self,
+        object: &str,
+        family: Family,
+        jail: &JailName,
+        parent: &str,
+        specs: Vec<String>,
+    ) -> Vec<String> {
+        let users = self
+            .by_object
+            .entry((object.to_string(), family))
+            .or_default();
+        match users.iter_mut().find(|(j, p, _)| j == jail && p == parent) {
+            Some(u) => u.2 = specs,
+            None => users.push((jail.clone(), parent.to_string(), specs)),
+        }
+        let mut all: Vec<String> = Vec::new();
+        for (_, p, specs) in users.iter() {
+            for spec in specs.iter().filter(|_| p == parent) {
+                if !all.contains(spec) {
+                    all.push(spec.clone());
+                }
+            }
+        }
+        all
+    }
+
+    /// The object is gone (its stop removes every rule referring to it,
+    /// whoever started them).
+    fn forget(&mut self, object: &str, family: Family) {
+        self.by_object.remove(&(object.to_string(), family));
+    }
+}
+
 /// Batches tried per round to single out the requests a backend refuses.
 const ISOLATION_ATTEMPTS: usize = 32;
 

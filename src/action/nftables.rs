@@ -37,9 +37,8 @@ use serde_json::Value;
 
 use super::libnft::LibNft;
 use super::run::{argv, run, run_for, COMMAND_TIMEOUT};
-use super::{kernel_timeout, ActionError, Backend, Family, JailAction, Op, Request};
+use super::{kernel_timeout, ActionError, Backend, Family, JailAction, Op, Request, SharedRefs};
 use crate::config::services::{PortSpec, Protocol};
-use crate::jail::JailName;
 
 const KIND: &str = "nftables";
 /// The table banstream owns.
@@ -127,9 +126,9 @@ pub struct NftBackend {
     started: HashSet<String>,
     /// A batch failed: re-read the table before the next one.
     dirty: bool,
-    /// Chain → each started jail's rule in it: jails sharing `name=` may
+    /// Each started jail's rule in each chain: jails sharing `name=` may
     /// differ in ports or protocol, and a start must keep the others' rules.
-    rules: HashMap<String, Vec<(JailName, String)>>,
+    rules: SharedRefs,
 }
 
 impl NftBackend {
@@ -325,12 +324,9 @@ impl Backend for NftBackend {
             Family::V4 => "ipv4_addr",
             Family::V6 => "ipv6_addr",
         };
-        let users = self.rules.entry(name.clone()).or_default();
-        let own = rule(a, family);
-        match users.iter_mut().find(|(j, _)| *j == a.jail) {
-            Some(u) => u.1 = own,
-            None => users.push((a.jail.clone(), own)),
-        }
+        let rules = self
+            .rules
+            .want(&name, family, &a.jail, hook(a), vec![rule(a, family)]);
         let mut script = format!(
             "add table inet {TABLE}\n\
              add set inet {TABLE} {name} {{ type {ty}; flags timeout; }}\n\
@@ -338,12 +334,8 @@ impl Backend for NftBackend {
              flush chain inet {TABLE} {name}\n",
             hook = hook(a),
         );
-        let mut added: Vec<&str> = Vec::new();
-        for (_, r) in users.iter() {
-            if !added.contains(&r.as_str()) {
-                added.push(r);
-                let _ = writeln!(script, "add rule inet {TABLE} {name} {r}");
-            }
+        for r in &rules {
+            let _ = writeln!(script, "add rule inet {TABLE} {name} {r}");
         }
         self.nft(&script)?;
         self.sets.entry(name.clone()).or_default();
@@ -371,7 +363,7 @@ impl Backend for NftBackend {
         let name = set_name(a, family);
         self.started.remove(&name);
         // The chain goes, with every sharer's rule in it.
-        self.rules.remove(&name);
+        self.rules.forget(&name, family);
         let script = if self.started.is_empty() {
             // Nothing of ours is left running: drop the whole table, which
             // also takes any leftovers of jails a crashed run had.
@@ -401,6 +393,7 @@ impl Backend for NftBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jail::JailName;
     use std::sync::Arc;
 
     fn action(ports: &str, proto: Protocol, bt: &str) -> JailAction {

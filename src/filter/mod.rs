@@ -598,6 +598,15 @@ impl Filter {
         })
     }
 
+    /// Whether `msg` holds one of the `once` literals twice: where the
+    /// sender's own text repeats the address's context, no pattern can tell
+    /// which address sshd or PAM wrote, so a hit counts without one.
+    fn ambiguous(&self, msg: &str) -> bool {
+        self.once
+            .iter()
+            .any(|f| f.find_iter(msg.as_bytes()).nth(1).is_some())
+    }
+
     /// The verdict of failregex `i`, whose leftmost-first match in `msg`
     /// ends at `end`: its groups from the locators where they can decide,
     /// else from the capture engine.
@@ -619,12 +628,7 @@ impl Filter {
         if self.ignore.iter().any(|r| r.is_match(msg)) {
             return Verdict::Ignored { regex: i };
         }
-        // Where the sender's own text may repeat the address's context, no
-        // pattern can tell which address sshd or PAM wrote: count the
-        // failure, blame nobody.
-        let repeated =
-            |f: &memchr::memmem::Finder<'_>| f.find_iter(msg.as_bytes()).nth(1).is_some();
-        let host = host.filter(|_| !self.once.iter().any(repeated));
+        let host = host.filter(|_| !self.ambiguous(msg));
         Verdict::Hit {
             regex: i,
             host,
@@ -643,14 +647,12 @@ impl Filter {
             return Some(Verdict::Ignored { regex: i });
         }
         let named = |g: &str| caps.name(g).map(|m| m.as_str()).filter(|u| !u.is_empty());
-        let repeated =
-            |f: &memchr::memmem::Finder<'_>| f.find_iter(msg.as_bytes()).nth(1).is_some();
         Some(Verdict::Hit {
             regex: i,
             host: caps
                 .name("host")
                 .map(|m| m.as_str())
-                .filter(|_| !self.once.iter().any(repeated)),
+                .filter(|_| !self.ambiguous(msg)),
             user: named("user").or_else(|| named("alt_user")),
             kind: f.kind,
         })

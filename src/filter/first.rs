@@ -95,6 +95,18 @@ impl FirstMatch {
     /// pattern is compiled here, in a group or alone, within the `regex`
     /// crate's size limit, so each compiles later for its captures.
     pub fn new(patterns: &[Hir]) -> Option<FirstMatch> {
+        FirstMatch::build(patterns, true)
+    }
+
+    /// As [`FirstMatch::new`], for patterns known to compile (the built-in
+    /// filters, which a test compiles in every mode): no automaton is built
+    /// before a message needs it, so start-up (serial, before any line is
+    /// read) compiles none that a log never uses.
+    pub fn known_good(patterns: &[Hir]) -> Option<FirstMatch> {
+        FirstMatch::build(patterns, false)
+    }
+
+    fn build(patterns: &[Hir], check: bool) -> Option<FirstMatch> {
         if !patterns
             .iter()
             .all(|h| h.properties().look_set_prefix().contains(Look::Start))
@@ -143,15 +155,15 @@ impl FirstMatch {
                 automaton: OnceLock::new(),
             })
             .collect();
-        // The groups of at most half the patterns are built now, the
-        // smallest first, while they add a pattern not yet in a built one;
-        // a pattern left out is compiled alone, so each is known to
-        // compile. Larger groups (sshd's optional prefixes make one of all
+        // With `check`, the groups of at most half the patterns are built
+        // now, the smallest first, while they add a pattern not yet in a
+        // built one; a pattern left out is compiled alone, so each is known
+        // to compile. Larger groups (sshd's optional prefixes make one of all
         // its patterns) wait for a message that needs them; should one not
         // compile together, its messages go one pattern at a time.
         let mut order: Vec<usize> = (0..groups.len()).collect();
         order.sort_by_key(|&g| groups[g].patterns.len());
-        let mut covered = vec![false; patterns.len()];
+        let mut covered = vec![!check; patterns.len()];
         for g in order {
             let group = &groups[g];
             let small = group.patterns.len() <= (patterns.len() / 2).max(1);
@@ -423,6 +435,21 @@ mod tests {
         assert_eq!(fm.search("p b"), m(1, 3));
         assert_eq!(fm.search("p c"), First::None);
         assert_eq!(fm.built(), 3);
+    }
+
+    #[test]
+    fn known_good_patterns_build_only_what_messages_need() {
+        let pats = hirs(&[r"^(?:p )?a", r"^(?:p )?b", r"^c"]);
+        let (checked, lazy) = (
+            FirstMatch::new(&pats).unwrap(),
+            FirstMatch::known_good(&pats).unwrap(),
+        );
+        assert_eq!((lazy.groups(), lazy.built()), (checked.groups(), 0));
+        for msg in ["a", "b", "p b", "p c", "c", "x", ""] {
+            assert_eq!(lazy.search(msg), checked.search(msg), "{msg:?}");
+        }
+        // "a", "b" and "p ..." met their groups; "c"'s too; none for "x".
+        assert_eq!(lazy.built(), 4);
     }
 
     #[test]

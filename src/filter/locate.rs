@@ -97,8 +97,9 @@ struct Token {
 }
 
 impl Token {
-    /// The token reading of group `g` between `head` and `tail`, when no
-    /// byte the group can hold can begin the tail.
+    /// The token reading of group `g`, given the literals ending every
+    /// match of the head and the `tail` after the group, when no byte the
+    /// group can hold can begin the tail.
     fn new(head_suffixes: Option<&[Vec<u8>]>, g: &Hir, tail: &Hir) -> Option<Token> {
         let suffixes = head_suffixes?;
         if suffixes.is_empty() || suffixes.iter().any(Vec::is_empty) {
@@ -111,6 +112,7 @@ impl Token {
         if (0..256).any(|b| chars[b] && first[b]) {
             return None;
         }
+        // The tail's first literals, bounded as the head's last ones are.
         let mut prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(tail);
         prefixes.keep_first_bytes(HEAD_SUFFIX_BYTES);
         let tail_prefixes = prefixes

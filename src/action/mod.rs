@@ -73,6 +73,12 @@ pub const KNOWN: &[&str] = &[
     "webhook",
 ];
 
+/// The backends keeping their bans in an iptables chain `f2b-<name>`.
+const CHAIN_KINDS: [&str; 2] = ["iptables-multiport", "iptables-allports"];
+/// The backends whose firewall objects `name=` names (log, command, mail,
+/// webhook and ufw have none to share).
+const NAMED_KINDS: [&str; 4] = [CHAIN_KINDS[0], CHAIN_KINDS[1], "nftables", "iptables-ipset"];
+
 /// Address family of a ban.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
@@ -135,19 +141,11 @@ impl JailAction {
     /// firewall objects: the same built-in kind and `name=`. (Command
     /// actions name their objects in their own templates.)
     pub fn shares_objects_with(&self, other: &JailAction) -> bool {
-        // The backends whose objects `name=` names (log, mail, webhook and
-        // ufw have none to share).
-        const NAMED: [&str; 4] = [
-            "nftables",
-            "iptables-multiport",
-            "iptables-allports",
-            "iptables-ipset",
-        ];
         self.jail != other.jail
             && self.kind == other.kind
             && self.name == other.name
             && self.command.is_none()
-            && NAMED.contains(&self.kind.as_str())
+            && NAMED_KINDS.contains(&self.kind.as_str())
     }
 
     /// Whether this action and `other` would fight over one firewall
@@ -156,10 +154,9 @@ impl JailAction {
     /// workers, so one's stop would flush the other's bans. The
     /// configuration refuses such a pair (see `config::resolve`).
     pub fn clashes_with(&self, other: &JailAction) -> bool {
-        const CHAINS: [&str; 2] = ["iptables-multiport", "iptables-allports"];
         self.kind != other.kind
-            && CHAINS.contains(&self.kind.as_str())
-            && CHAINS.contains(&other.kind.as_str())
+            && CHAIN_KINDS.contains(&self.kind.as_str())
+            && CHAIN_KINDS.contains(&other.kind.as_str())
             && self.name == other.name
     }
 }

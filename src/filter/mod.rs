@@ -150,7 +150,13 @@ impl Locators {
     /// pattern ends at `end`, as the capture engine would give them; `None`
     /// when a locator cannot decide.
     #[allow(clippy::type_complexity)]
-    fn locate<'t>(&self, msg: &'t str, end: usize) -> Option<(Option<&'t str>, Option<&'t str>)> {
+    /// `host: false` leaves the host out (a message whose host is void).
+    fn locate<'t>(
+        &self,
+        msg: &'t str,
+        end: usize,
+        host: bool,
+    ) -> Option<(Option<&'t str>, Option<&'t str>)> {
         let group = |l: &Option<locate::GroupLocator>| -> Option<Option<&'t str>> {
             match l.as_ref().map(|l| l.locate(msg, end)) {
                 None | Some(Some(None)) => Some(None),
@@ -158,7 +164,10 @@ impl Locators {
                 Some(None) => None,
             }
         };
-        let host = group(&self.host)?;
+        let host = match host {
+            true => group(&self.host)?,
+            false => None,
+        };
         // As `by_captures`: `user`, else `alt_user`, empty meaning none.
         let user = match group(&self.user)?.filter(|u| !u.is_empty()) {
             Some(u) => Some(u),
@@ -618,7 +627,12 @@ impl Filter {
         let Some(f) = self.fail.get(i) else {
             return Verdict::Miss;
         };
-        let located = f.locators().and_then(|l| l.locate(msg, end));
+        // Decided first: a crafted message repeating the address's context
+        // leaves no single host to locate, and would otherwise send every
+        // such line through the DFAs and the capture engine for a host
+        // that is then dropped.
+        let ambiguous = self.ambiguous(msg);
+        let located = f.locators().and_then(|l| l.locate(msg, end, !ambiguous));
         let Some((host, user)) = located.or_else(|| {
             let caps = f.re()?.captures(msg)?;
             let named = |g: &str| caps.name(g).map(|m| m.as_str()).filter(|u| !u.is_empty());
@@ -632,7 +646,7 @@ impl Filter {
         if self.ignore.iter().any(|r| r.is_match(msg)) {
             return Verdict::Ignored { regex: i };
         }
-        let host = host.filter(|_| !self.ambiguous(msg));
+        let host = host.filter(|_| !ambiguous);
         Verdict::Hit {
             regex: i,
             host,

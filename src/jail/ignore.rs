@@ -18,8 +18,10 @@ use crate::addr;
 #[derive(Clone, Debug, Default)]
 pub struct IgnoreList {
     nets: Vec<IpNet>,
-    /// The host's addresses, shared by every jail with ignoreself on.
-    own: Option<Arc<Vec<IpAddr>>>,
+    /// The host's addresses when ignoreself is on, as sorted [`own_key`]s:
+    /// every failure counted searches them, and comparing integers costs a
+    /// fraction of comparing `IpAddr`s.
+    own: Option<Arc<[u128]>>,
     /// fail2ban's `ignorecommand`.
     command: Option<Arc<IgnoreCommand>>,
 }
@@ -58,6 +60,12 @@ impl IgnoreList {
         }
         nets.sort();
         nets.dedup();
+        let own = own.map(|o| {
+            let mut keys: Vec<u128> = o.iter().map(|ip| own_key(addr::normalize(*ip))).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            Arc::from(keys)
+        });
         Ok(IgnoreList {
             nets,
             own,
@@ -82,7 +90,7 @@ impl IgnoreList {
         if self
             .own
             .as_ref()
-            .is_some_and(|o| o.binary_search(&ip).is_ok())
+            .is_some_and(|o| o.binary_search(&own_key(ip)).is_ok())
         {
             return true;
         }
@@ -98,6 +106,15 @@ impl IgnoreList {
     /// The configured networks (for status and check).
     pub fn networks(&self) -> &[IpNet] {
         &self.nets
+    }
+}
+
+/// A normalized address as one integer: IPv4 as its IPv4-mapped IPv6 form,
+/// which a normalized IPv6 address never is, so no two addresses share one.
+fn own_key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
     }
 }
 
@@ -239,6 +256,33 @@ mod tests {
         assert!(!l.contains("203.0.113.6".parse().unwrap()));
         // Loopback is ignored even with an empty list and ignoreself off.
         assert!(IgnoreList::default().contains("127.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn own_addresses_in_any_order_and_form_are_found() {
+        let own: Vec<IpAddr> = [
+            "2001:db8::7",
+            "198.51.100.9",
+            "::ffff:192.0.2.1",
+            "10.9.9.9",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let l = IgnoreList::new(&[], Some(Arc::new(own))).unwrap();
+        for ip in [
+            "2001:db8::7",
+            "198.51.100.9",
+            "192.0.2.1",
+            "::ffff:198.51.100.9",
+            "10.9.9.9",
+        ] {
+            assert!(l.contains(ip.parse().unwrap()), "{ip}");
+        }
+        // Neighbours, and an IPv6 address whose low bits equal an own IPv4.
+        for ip in ["2001:db8::8", "198.51.100.8", "192.0.2.2", "::c633:6409"] {
+            assert!(!l.contains(ip.parse().unwrap()), "{ip}");
+        }
     }
 
     #[test]

@@ -125,12 +125,22 @@ fn scan_tag(s: &str) -> Option<Tag<'_>> {
     let program = &s[..i];
     let mut pid = None;
     if b.get(i) == Some(&b'[') {
-        let close = memchr::memchr(b']', &b[i..])? + i;
-        let p = &s[i + 1..close];
-        if p.is_empty() || p.len() > 32 || p.as_bytes().contains(&b' ') {
+        // Up to the first `]`: at most 32 bytes, none a space. One bounded
+        // pass; two searches cost more to set up than to run on a pid.
+        let open = i + 1;
+        let mut close = open;
+        loop {
+            match b.get(close) {
+                Some(b']') => break,
+                Some(b' ') | None => return None,
+                Some(_) if close - open == 32 => return None,
+                Some(_) => close += 1,
+            }
+        }
+        if close == open {
             return None;
         }
-        pid = Some(p);
+        pid = Some(&s[open..close]);
         i = close + 1;
     }
     match b.get(i) {
@@ -255,5 +265,27 @@ mod tests {
         assert!(p("Jan  1 00:00:00 host sshd[unterminated: x").is_none());
         let long = format!("{}: x", "a".repeat(200));
         assert!(p(&long).is_none());
+    }
+
+    #[test]
+    fn a_pid_is_1_to_32_bytes_without_a_space() {
+        let pid32 = "9".repeat(32);
+        let line = format!("sshd[{pid32}]: x");
+        let h = p(&line).unwrap();
+        assert_eq!(
+            (h.program, h.pid, h.msg),
+            ("sshd", Some(pid32.as_str()), "x")
+        );
+        for bad in [
+            format!("sshd[{}]: x", "9".repeat(33)),
+            "sshd[]: x".to_string(),
+            "sshd[1 2]: x".to_string(),
+            "sshd[12".to_string(),
+        ] {
+            assert!(p(&bad).is_none(), "{bad}");
+        }
+        // Without a colon after it, the pid alone marks the tag.
+        let h = p("Jan  1 00:00:00 h sshd[7] x").unwrap();
+        assert_eq!((h.program, h.pid, h.msg), ("sshd", Some("7"), "x"));
     }
 }

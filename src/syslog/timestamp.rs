@@ -68,6 +68,7 @@ fn month_from_abbrev(b: &[u8]) -> Option<u32> {
     Some(m)
 }
 
+#[inline]
 fn two_digits(b: &[u8], i: usize) -> Option<u32> {
     let (a, c) = (*b.get(i)?, *b.get(i + 1)?);
     if a.is_ascii_digit() && c.is_ascii_digit() {

@@ -64,7 +64,7 @@ pub(super) fn parse(s: &str, reference: SystemTime) -> Option<Header<'_>> {
     }
     // An IPv6 host would pass for a tag ending in `:`; any other first word
     // that is not a tag fails `scan_tag` anyway, so only those are parsed.
-    if !first.as_bytes().contains(&b':') || first.parse::<IpAddr>().is_err() {
+    if !first.bytes().any(|b| b == b':') || first.parse::<IpAddr>().is_err() {
         if let Some(tag) = scan_tag(rest) {
             return Some(Header {
                 host: None,
@@ -97,7 +97,9 @@ pub(super) fn parse(s: &str, reference: SystemTime) -> Option<Header<'_>> {
 }
 
 fn token(s: &str) -> &str {
-    match memchr::memchr(b' ', s.as_bytes()) {
+    // A byte loop: tokens here (hosts, tags) are a few bytes, shorter than
+    // a vectorised search takes to set up.
+    match s.bytes().position(|b| b == b' ') {
         Some(i) => s.get(..i).unwrap_or(s),
         None => s,
     }

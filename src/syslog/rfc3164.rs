@@ -14,7 +14,6 @@
 //! it from a hostname. A line without one is left unparsed rather than
 //! guessed at, because a guessed program could route to the wrong jail.
 
-use std::net::IpAddr;
 use std::time::SystemTime;
 
 use super::timestamp;
@@ -62,9 +61,10 @@ pub(super) fn parse(s: &str, reference: SystemTime) -> Option<Header<'_>> {
             msg: rest[first.len()..].trim_start_matches(' '),
         });
     }
-    // An IPv6 host would pass for a tag ending in `:`; any other first word
-    // that is not a tag fails `scan_tag` anyway, so only those are parsed.
-    if !first.bytes().any(|b| b == b':') || first.parse::<IpAddr>().is_err() {
+    // An IPv6 host would pass for a tag ending in `:` (`fe80::1%eth0` as the
+    // program `fe80`); any other first word that is not a tag fails
+    // `scan_tag` anyway, so only those are parsed, zone and brackets allowed.
+    if !first.bytes().any(|b| b == b':') || crate::addr::parse_host(first).is_none() {
         if let Some(tag) = scan_tag(rest) {
             return Some(Header {
                 host: None,
@@ -257,6 +257,16 @@ mod tests {
     fn ipv6_hostname_is_not_a_tag() {
         let h = p("Jan  1 00:00:00 2001:db8::1 sshd[1]: x").unwrap();
         assert_eq!((h.host, h.program), (Some("2001:db8::1"), "sshd"));
+        // With a zone (std's parser refuses it) or in brackets.
+        for host in ["fe80::1%eth0", "[2001:db8::2]"] {
+            let line = format!("Jan  1 00:00:00 {host} sshd[1]: x");
+            let h = p(&line).unwrap();
+            assert_eq!(
+                (h.host, h.program, h.msg),
+                (Some(host), "sshd", "x"),
+                "{line}"
+            );
+        }
     }
 
     #[test]

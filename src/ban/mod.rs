@@ -275,7 +275,7 @@ impl BanManager {
         ip: IpAddr,
     ) -> Result<Vec<Arc<Ban>>, BanError> {
         let ip = addr::normalize(ip);
-        let jails: Vec<JailName> = match jail {
+        let mut jails: Vec<JailName> = match jail {
             Some(j) => vec![j.clone()],
             None => self
                 .active
@@ -284,6 +284,7 @@ impl BanManager {
                 .map(|(j, _)| j.clone())
                 .collect(),
         };
+        jails.sort();
         let out: Vec<Arc<Ban>> = jails.iter().filter_map(|j| self.remove(j, ip)).collect();
         if out.is_empty() {
             return Err(BanError::NotBanned(ip));
@@ -291,14 +292,16 @@ impl BanManager {
         Ok(out)
     }
 
-    /// Lifts every ban (of one jail, or all).
+    /// Lifts every ban (of one jail, or all), by jail and then address: the
+    /// unbans (and what reports them) come out in the same order every time.
     pub fn unban_all(&mut self, jail: Option<&JailName>) -> Vec<Arc<Ban>> {
-        let keys: Vec<(JailName, IpAddr)> = self
+        let mut keys: Vec<(JailName, IpAddr)> = self
             .active
             .keys()
             .filter(|(j, _)| jail.is_none_or(|x| x == j))
             .cloned()
             .collect();
+        keys.sort();
         keys.into_iter()
             .filter_map(|(j, ip)| self.remove(&j, ip))
             .collect()
@@ -450,6 +453,45 @@ mod tests {
         assert!(m.is_empty());
         assert_eq!(m.next_expiry(), None);
         assert_eq!(m.totals(&j), (2, 2));
+    }
+
+    #[test]
+    fn unbanning_everything_goes_by_jail_then_address() {
+        let p = BanTimePolicy::default();
+        let mut m = BanManager::new();
+        let names = ["sshd", "named", "ufw"].map(|n| JailName::new(n).unwrap());
+        for ip in ["192.0.2.9", "2001:db8::1", "192.0.2.10", "198.51.100.1"] {
+            for j in &names {
+                m.ban(req(j, &p, ip), t(1000)).unwrap();
+            }
+        }
+        let one: Vec<String> = m
+            .unban(None, "192.0.2.9".parse().unwrap())
+            .unwrap()
+            .iter()
+            .map(|b| b.jail.to_string())
+            .collect();
+        assert_eq!(one, ["named", "sshd", "ufw"]);
+        let all: Vec<String> = m
+            .unban_all(None)
+            .iter()
+            .map(|b| format!("{} {}", b.jail, b.ip))
+            .collect();
+        assert_eq!(
+            all,
+            [
+                "named 192.0.2.10",
+                "named 198.51.100.1",
+                "named 2001:db8::1",
+                "sshd 192.0.2.10",
+                "sshd 198.51.100.1",
+                "sshd 2001:db8::1",
+                "ufw 192.0.2.10",
+                "ufw 198.51.100.1",
+                "ufw 2001:db8::1",
+            ]
+        );
+        assert!(m.is_empty());
     }
 
     #[test]

@@ -104,9 +104,16 @@ impl<K: Hash + Eq + Clone, E> Digests<K, E> {
         self.open.remove(key)
     }
 
-    /// Every open key.
-    pub fn keys(&self) -> Vec<K> {
-        self.open.keys().cloned().collect()
+    /// Removes and returns every open digest, due or not (banstream is
+    /// shutting down): oldest first, and by key among those due at once,
+    /// so the messages go out in the same order on every run.
+    pub fn take_all(&mut self) -> Vec<(K, Open<E>)>
+    where
+        K: Ord,
+    {
+        let mut out: Vec<(K, Open<E>)> = self.open.drain().collect();
+        out.sort_by(|(ka, a), (kb, b)| a.due.cmp(&b.due).then_with(|| ka.cmp(kb)));
+        out
     }
 }
 
@@ -148,6 +155,24 @@ mod tests {
         let (_, open) = d.take_due(t0 + MIN).pop().unwrap();
         assert_eq!(open.entries, vec![0, 1, 2]);
         assert_eq!(open.unlisted, 2);
+    }
+
+    #[test]
+    fn taking_all_goes_by_due_time_then_key() {
+        let mut d: Digests<&str, u32> = Digests::new(3);
+        let t0 = Instant::now();
+        for (k, at) in [
+            ("sshd", 2),
+            ("named", 1),
+            ("pam", 2),
+            ("ufw", 0),
+            ("dropbear", 2),
+        ] {
+            d.add(k, 1, MIN, t0 + Duration::from_secs(at));
+        }
+        let order: Vec<&str> = d.take_all().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(order, ["ufw", "named", "dropbear", "pam", "sshd"]);
+        assert_eq!(d.next_due(), None);
     }
 
     #[test]

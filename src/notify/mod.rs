@@ -582,10 +582,7 @@ impl Sender {
                     let closing = st.closing;
                     let mut work: Vec<(Key, Arc<C::Config>, Notice)> = st.queue.drain(..).collect();
                     let due = if closing {
-                        let keys = st.digests.keys();
-                        keys.into_iter()
-                            .filter_map(|k| st.digests.take(&k).map(|d| (k, d)))
-                            .collect()
+                        st.digests.take_all()
                     } else {
                         st.digests.take_due(now)
                     };

@@ -219,6 +219,18 @@ impl EventSpans {
         }
     }
 
+    /// The bytes of the line the fields lie in (at most [`PREFETCH_MAX`]).
+    fn text(&self) -> Span {
+        let start = [self.host.as_ref(), Some(&self.program), Some(&self.msg)]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.start)
+            .min()
+            .unwrap_or(self.msg.start);
+        start..self.msg.end.min(start + PREFETCH_MAX)
+    }
+
     fn event<'t>(&self, text: &'t str, time: SystemTime) -> Event<'t> {
         Event {
             received: time,
@@ -283,6 +295,33 @@ fn context(reference: SystemTime) -> ParseContext {
         peer: Peer::File,
         reference,
     }
+}
+
+/// Bytes of one line fetched ahead at most.
+const PREFETCH_MAX: usize = 512;
+/// How many matched lines ahead the applier fetches a line's text: a line
+/// takes about a microsecond to apply, and the fetch a tenth of that.
+const PREFETCH_AHEAD: usize = 4;
+
+/// Starts loading `bytes` into this core's cache. Only a hint: nothing
+/// waits for it, and it reads nothing the program can see.
+#[inline]
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let at = |i: usize| bytes.as_ptr().wrapping_add(i).cast::<i8>();
+        for i in (0..bytes.len())
+            .step_by(64)
+            .chain(bytes.len().checked_sub(1))
+        {
+            // SAFETY: a prefetch has no architectural effect and cannot
+            // fault, whatever the address; these are in bounds anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at(i)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 /// Non-blank lines of `text`.
@@ -619,7 +658,14 @@ fn apply(
     summary.lines += m.lines;
     summary.bytes += m.bytes;
     let mut verdicts: Vec<(usize, Verdict<'_>)> = Vec::new();
-    for h in &m.hits {
+    for (k, h) in m.hits.iter().enumerate() {
+        // The text of a matched line was last read on another core (by the
+        // matcher): ask for a later line's bytes now, so they are in this
+        // core's cache when its turn comes. (Building the event waited on
+        // them for 4 % of replay's time.)
+        if let Some(later) = m.hits.get(k + PREFETCH_AHEAD) {
+            prefetch(m.text.as_bytes().get(later.ev.text()).unwrap_or_default());
+        }
         summary.first.get_or_insert(h.time);
         summary.last = Some(h.time);
         engine.tick(h.time);
@@ -716,6 +762,29 @@ mod tests {
         assert_eq!(span(&text, &text[4..]), 4..7);
         assert_eq!(span(&text, ""), 0..0);
         assert_eq!(span(&text, "elsewhere"), 0..0);
+    }
+
+    #[test]
+    fn the_prefetched_text_is_the_line_of_the_fields() {
+        let ctx = context(UNIX_EPOCH);
+        let long = format!("Jan  1 00:00:00 h sshd[1]: {}", "x".repeat(2000));
+        let text = format!("junk\nJan  1 00:00:00 gw sshd[7]: Failed\n{long}\nno tag here\n");
+        let lines: Vec<&str> = text.lines().collect();
+        let spans: Vec<Span> = lines
+            .iter()
+            .map(|l| EventSpans::of(&text, &syslog::parse(l, &ctx)).text())
+            .collect();
+        // From the host to the end of the message; capped for a long line.
+        assert_eq!(&text[spans[1].clone()], "gw sshd[7]: Failed");
+        assert_eq!(spans[2].len(), PREFETCH_MAX);
+        assert!(text[spans[2].clone()].starts_with("h sshd[1]: x"));
+        // An unparsed line has no program: its message is the line.
+        assert_eq!(&text[spans[3].clone()], "no tag here");
+        // Prefetching any of it (or nothing) is harmless.
+        for s in spans {
+            prefetch(&text.as_bytes()[s]);
+        }
+        prefetch(&[]);
     }
 
     #[test]

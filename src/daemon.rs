@@ -196,6 +196,8 @@ pub async fn run(
             dispatcher.jail_started(a.clone());
         }
     }
+    // Before the stored bans come back: leftovers of jails since removed go.
+    dispatcher.configured();
     // The store opens, and its bans are back in the firewall, before
     // anything listens: a restart is never a window without bans.
     let (store, snapshot) = open_store(&settings, metrics.clone()).await?;

@@ -819,6 +819,39 @@ fn a_crash_leftover_of_a_now_ignored_address_is_removed_at_restart() {
     assert_clean(&net, "after the restart");
 }
 
+#[test]
+fn a_crash_leftover_of_a_removed_jail_is_removed_at_restart() {
+    let kind = "nftables";
+    require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
+    let (net, _covered, d) = serving_with_a_ban(kind);
+    let dir = d.into_dir(); // SIGKILL: sshd's set, chain and ban stay
+    assert!(!net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(300)));
+    // The admin replaced the jail before starting again: nothing would ever
+    // lift what the crashed run left for it.
+    let toml = jail(kind, "").replace("[jail.sshd]", "[jail.other]");
+    let mut d = start(&net, &toml, Some(dir), Vec::new());
+    assert!(
+        net.until_open(VICTIM4, COVERED, Duration::from_secs(5)),
+        "the crashed run's ban in a jail no longer configured is still in the kernel\n{}\n{}",
+        dump(&net),
+        d.log_text()
+    );
+    let table = net.exec_text(&["nft", "list", "table", "inet", "banstream"]);
+    assert!(
+        !table.contains("f2b-sshd"),
+        "sshd's objects are left:\n{table}"
+    );
+    assert!(
+        d.log_text().contains("no longer configured"),
+        "the removal is logged\n{}",
+        d.log_text()
+    );
+    // The configured jail still bans.
+    bans_from_its_log(&net, &d, (ATTACKER4, VICTIM4), "the other jail must ban");
+    assert!(d.stop(), "unclean exit\n{}", d.log_text());
+    assert_clean(&net, "after the restart");
+}
+
 /// Sends `n` failure lines for distinct addresses straight to the daemon's
 /// unix socket (one datagram each, as syslogd would).
 fn flood(d: &Daemon, n: u32) {

@@ -385,6 +385,10 @@ pub trait Backend: Send {
     fn init(&mut self) -> Result<(), ActionError> {
         Ok(())
     }
+    /// Every jail using this backend at start-up has been announced (by
+    /// [`Backend::lifecycle`]), before any ban: remove what a crashed run
+    /// left for jails no longer configured, which nothing would lift.
+    fn configured(&mut self, _actions: &[Arc<JailAction>]) {}
     /// Create a jail's objects for a family. Idempotent.
     fn start(&mut self, action: &JailAction, family: Family) -> Result<(), ActionError>;
     /// Apply a batch in order. Idempotent per element.
@@ -430,6 +434,8 @@ enum Msg {
     Started(Arc<JailAction>),
     /// The configuration was reloaded (see [`Backend::reloaded`]).
     Reloaded,
+    /// Start-up announced every jail (see [`Backend::configured`]).
+    Configured,
 }
 
 /// Largest batch handed to a backend at once.
@@ -513,6 +519,14 @@ impl Dispatcher {
         }
         if let Some((tx, _)) = self.workers.get(&action.kind) {
             let _ = tx.send(Msg::Started(action));
+        }
+    }
+
+    /// Tells every running backend that start-up has announced all its
+    /// jails (see [`Backend::configured`]).
+    pub fn configured(&mut self) {
+        for (tx, _) in self.workers.values() {
+            let _ = tx.send(Msg::Configured);
         }
     }
 
@@ -609,6 +623,10 @@ fn worker(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, metrics: Metri
             }
             Msg::Reloaded => {
                 backend.reloaded();
+                false
+            }
+            Msg::Configured => {
+                backend.configured(&announced);
                 false
             }
         };

@@ -24,13 +24,15 @@
 //!
 //! nft's `delete element` fails on an absent element, so the backend mirrors
 //! each set's contents (read from the kernel at `init`, which is how the
-//! leftovers of a crash are adopted) and only deletes what is there. If the
-//! kernel disagrees (an element timed out), the batch is retried once at
-//! once after re-reading the table.
+//! leftovers of a crash are adopted; those of jails no longer configured are
+//! deleted once start-up has announced its jails) and only deletes what is
+//! there. If the kernel disagrees (an element timed out), the batch is
+//! retried once at once after re-reading the table.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -316,6 +318,42 @@ impl Backend for NftBackend {
             );
         }
         Ok(())
+    }
+
+    fn configured(&mut self, actions: &[Arc<JailAction>]) {
+        let wanted: HashSet<String> = actions
+            .iter()
+            .flat_map(|a| [Family::V4, Family::V6].map(|f| set_name(a, f)))
+            .collect();
+        let mut stale: Vec<String> = self
+            .sets
+            .keys()
+            .filter(|n| !wanted.contains(*n) && !self.started.contains(*n))
+            .cloned()
+            .collect();
+        stale.sort();
+        for name in stale {
+            let elements = self.sets.get(&name).map_or(0, HashSet::len);
+            // Chain first: the set is in use while its rule is there. Each
+            // on its own, so one already gone does not keep the other.
+            for what in ["chain", "set"] {
+                match self.exec(&format!("delete {what} inet {TABLE} {name}\n")) {
+                    Ok(()) => {}
+                    Err(e) if e.contains("No such file or directory") => {}
+                    Err(e) => tracing::warn!(
+                        set = %name,
+                        "cannot delete the {what} a previous run left for a jail no longer configured: {}",
+                        e.trim()
+                    ),
+                }
+            }
+            self.sets.remove(&name);
+            tracing::info!(
+                set = %name,
+                elements,
+                "removed what a previous run left for a jail no longer configured"
+            );
+        }
     }
 
     fn start(&mut self, a: &JailAction, family: Family) -> Result<(), ActionError> {

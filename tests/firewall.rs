@@ -311,6 +311,28 @@ fn serving_with_a_ban(kind: &str) -> (NetPair, crate::netns::Listener, Daemon) {
     (net, covered, d)
 }
 
+/// Bans ATTACKER4 in the sshd jail of `kind`, kills the daemon (SIGKILL:
+/// its firewall objects stay, the ban with them) and starts it again on
+/// `toml`, under which that ban must go: the address gets through again
+/// within 5 s, or the test fails saying `why`.
+fn restarted_after_a_crash(
+    kind: &str,
+    toml: &str,
+    why: &str,
+) -> (NetPair, crate::netns::Listener, Daemon) {
+    let (net, covered, d) = serving_with_a_ban(kind);
+    let dir = d.into_dir();
+    assert!(!net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(300)));
+    let d = start(&net, toml, Some(dir), Vec::new());
+    assert!(
+        net.until_open(VICTIM4, COVERED, Duration::from_secs(5)),
+        "{why}\n{}\n{}",
+        dump(&net),
+        d.log_text()
+    );
+    (net, covered, d)
+}
+
 /// Two failures of `attacker` on `d`'s log socket (the jail's maxretry)
 /// block it from `victim`'s covered port within 3 s.
 fn bans_from_its_log(net: &NetPair, d: &Daemon, (attacker, victim): (&str, &str), why: &str) {
@@ -802,17 +824,12 @@ fn an_address_the_host_gains_while_running_is_never_banned() {
 fn a_crash_leftover_of_a_now_ignored_address_is_removed_at_restart() {
     let kind = "nftables";
     require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
-    let (net, _covered, d) = serving_with_a_ban(kind);
-    let dir = d.into_dir(); // SIGKILL: the set and its element stay
-    assert!(!net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(300)));
     // The admin puts the address on ignoreip before starting again.
     let toml = jail(kind, &format!("ignoreip = [\"{ATTACKER4}\"]"));
-    let mut d = start(&net, &toml, Some(dir), Vec::new());
-    assert!(
-        net.until_open(VICTIM4, COVERED, Duration::from_secs(5)),
-        "the crashed run's ban of a now ignored address is still in the kernel\n{}\n{}",
-        dump(&net),
-        d.log_text()
+    let (net, _covered, mut d) = restarted_after_a_crash(
+        kind,
+        &toml,
+        "the crashed run's ban of a now ignored address is still in the kernel",
     );
     assert!(!d.is_banned("sshd", ATTACKER4));
     assert!(d.stop(), "unclean exit\n{}", d.log_text());
@@ -823,18 +840,13 @@ fn a_crash_leftover_of_a_now_ignored_address_is_removed_at_restart() {
 fn a_crash_leftover_of_a_removed_jail_is_removed_at_restart() {
     let kind = "nftables";
     require!(missing(kind).is_none(), missing(kind).unwrap_or_default());
-    let (net, _covered, d) = serving_with_a_ban(kind);
-    let dir = d.into_dir(); // SIGKILL: sshd's set, chain and ban stay
-    assert!(!net.attacker_connects(VICTIM4, COVERED, Duration::from_millis(300)));
     // The admin replaced the jail before starting again: nothing would ever
     // lift what the crashed run left for it.
     let toml = jail(kind, "").replace("[jail.sshd]", "[jail.other]");
-    let mut d = start(&net, &toml, Some(dir), Vec::new());
-    assert!(
-        net.until_open(VICTIM4, COVERED, Duration::from_secs(5)),
-        "the crashed run's ban in a jail no longer configured is still in the kernel\n{}\n{}",
-        dump(&net),
-        d.log_text()
+    let (net, _covered, mut d) = restarted_after_a_crash(
+        kind,
+        &toml,
+        "the crashed run's ban in a jail no longer configured is still in the kernel",
     );
     let table = net.exec_text(&["nft", "list", "table", "inet", "banstream"]);
     assert!(

@@ -307,7 +307,7 @@ fn start_bytes(hir: &Hir) -> Option<[bool; 256]> {
 /// too). A superset is safe (a pattern only meets more messages), so a
 /// non-ASCII character adds every byte a multi-byte UTF-8 sequence can
 /// begin with.
-fn add_start_bytes(hir: &Hir, set: &mut [bool; 256]) -> bool {
+pub(super) fn add_start_bytes(hir: &Hir, set: &mut [bool; 256]) -> bool {
     match hir.kind() {
         HirKind::Empty | HirKind::Look(_) => true,
         HirKind::Literal(lit) => match lit.0.first() {

@@ -108,7 +108,7 @@ impl Token {
         let mut chars = [false; 256];
         held_bytes(g, &mut chars);
         let mut first = [false; 256];
-        let tail_nullable = first_bytes(tail, &mut first);
+        let tail_nullable = super::first::add_start_bytes(tail, &mut first);
         if (0..256).any(|b| chars[b] && first[b]) {
             return None;
         }
@@ -188,29 +188,6 @@ fn held_bytes(h: &Hir, out: &mut [bool; 256]) {
         HirKind::Repetition(r) => held_bytes(&r.sub, out),
         HirKind::Capture(c) => held_bytes(&c.sub, out),
         HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().for_each(|h| held_bytes(h, out)),
-    }
-}
-
-/// Marks the bytes a match of `h` can begin with; returns whether `h` can
-/// match the empty string (look-arounds read as empty).
-fn first_bytes(h: &Hir, out: &mut [bool; 256]) -> bool {
-    match h.kind() {
-        HirKind::Empty | HirKind::Look(_) => true,
-        HirKind::Literal(l) => match l.0.first() {
-            Some(b) => {
-                out[usize::from(*b)] = true;
-                false
-            }
-            None => true,
-        },
-        HirKind::Class(c) => {
-            class_bytes(c, out);
-            false
-        }
-        HirKind::Repetition(r) => first_bytes(&r.sub, out) || r.min == 0,
-        HirKind::Capture(c) => first_bytes(&c.sub, out),
-        HirKind::Concat(v) => v.iter().all(|h| first_bytes(h, out)),
-        HirKind::Alternation(v) => v.iter().fold(false, |n, h| first_bytes(h, out) | n),
     }
 }
 

@@ -149,8 +149,8 @@ impl Locators {
     /// `(host, user)` of a message whose leftmost-first match by the
     /// pattern ends at `end`, as the capture engine would give them; `None`
     /// when a locator cannot decide.
-    #[allow(clippy::type_complexity)]
     /// `host: false` leaves the host out (a message whose host is void).
+    #[allow(clippy::type_complexity)]
     fn locate<'t>(
         &self,
         msg: &'t str,
